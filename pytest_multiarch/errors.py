@@ -1,0 +1,80 @@
+"""The error hierarchy.
+
+Every error the plugin raises on purpose is a :class:`MultiarchError`.  Each message names the
+image, the platform that was asked for and what was found instead, and ends with what to do, so a
+failure reads as one paragraph rather than a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MultiarchError(Exception):
+    """Base class of every error pytest-multiarch raises on purpose."""
+
+
+class UsageError(MultiarchError):
+    """A value given by the user (option, ini, env, marker argument) is invalid."""
+
+
+class UnknownPlatformError(UsageError):
+    """A platform or architecture name that no alias table entry knows."""
+
+
+class InvalidReference(UsageError):
+    """An image reference that does not follow Docker's grammar."""
+
+
+class RegistryError(MultiarchError):
+    """The registry could not give what was asked (network, HTTP status, bad content)."""
+
+
+class AuthenticationError(RegistryError):
+    """The registry refused the credentials (401/403)."""
+
+
+class NotFoundError(RegistryError):
+    """The registry has no such repository, tag or digest (404)."""
+
+
+class DigestMismatchError(RegistryError):
+    """Content fetched does not hash to the digest it was asked for."""
+
+
+class PlatformNotInIndex(MultiarchError):
+    """The image index has no entry for the requested platform."""
+
+
+class PlatformMismatchError(MultiarchError):
+    """An index entry claims one platform while its image config says another."""
+
+
+class EngineUnavailable(MultiarchError):
+    """No container engine answers where one is required."""
+
+
+class RunnerError(MultiarchError):
+    """A container could not be run for a reason of the runner itself, not the image."""
+
+
+class ExecFormatError(RunnerError):
+    """The kernel refused to execute the binary: it is for another architecture."""
+
+
+class EmulatorMissing(RunnerError):
+    """No qemu-user handler is registered in binfmt_misc for a foreign architecture."""
+
+
+class EmulatorCrash(RunnerError):
+    """qemu-user itself died (``qemu: uncaught target signal``)."""
+
+
+class OutOfMemory(RunnerError):
+    """The container was killed by the kernel for exceeding its memory limit."""
+
+
+class RemoteHostUnavailable(RunnerError):
+    """A remote engine named with ``--arch-host`` did not answer."""
+
+
+class RemoteHostArchMismatch(RunnerError):
+    """A remote engine reports another architecture than the one it was named for."""
