@@ -77,8 +77,8 @@ ARCHES: tuple[ArchInfo, ...] = (
              ("armel", "armv6", "armv6l", "arm32v6")),
     ArchInfo("386", "", "i686", "i386", EM_386, 32, True, "i386", "Intel 80386",
              ("i386", "i486", "i586", "i686", "x86", "ia32")),
-    ArchInfo("ppc64le", "", "ppc64le", "ppc64el", EM_PPC64, 64, True, "ppc64le", "64-bit PowerPC LE",
-             ("ppc64el", "powerpc64le")),
+    ArchInfo("ppc64le", "", "ppc64le", "ppc64el", EM_PPC64, 64, True, "ppc64le",
+             "64-bit PowerPC LE", ("ppc64el", "powerpc64le")),
     ArchInfo("s390x", "", "s390x", "s390x", EM_S390, 64, False, "s390x", "IBM S/390",
              ("s390", "systemz", "zarch")),
     ArchInfo("riscv64", "", "riscv64", "riscv64", EM_RISCV, 64, True, "riscv64", "RISC-V",
@@ -148,12 +148,10 @@ class Platform:
                 raise UnknownPlatformError(f"platform {text!r} names an OS but no architecture")
         if len(parts) > 2:
             raise UnknownPlatformError(f"platform {text!r} has too many parts (os/arch/variant)")
-        return cls.from_parts(os_name, parts[0], parts[1] if len(parts) == 2 else "", text=text)
+        return cls.from_parts(os_name, parts[0], parts[1] if len(parts) == 2 else "")
 
     @classmethod
-    def from_parts(
-        cls, os_name: str, architecture: str, variant: str = "", *, text: str | None = None
-    ) -> Platform:
+    def from_parts(cls, os_name: str, architecture: str, variant: str = "") -> Platform:
         """Normalize an (os, architecture, variant) triple as found in an OCI index or config."""
         arch = architecture.lower()
         var = variant.lower()
@@ -170,7 +168,6 @@ class Platform:
                     return cls(os_name, base.arch, var)
         else:
             info = arch_info(arch)
-        del text
         return cls(os_name, info.arch, info.variant)
 
     @classmethod
@@ -186,9 +183,7 @@ class Platform:
     @property
     def info(self) -> ArchInfo:
         """The alias-table row of this platform's architecture."""
-        return arch_info(self.arch_name) if self.arch_name in _BY_NAME else arch_info(
-            self.architecture
-        )
+        return _BY_NAME.get(self.arch_name) or arch_info(self.architecture)
 
     def satisfies(self, wanted: Platform) -> bool:
         """Whether an image for this platform is what a user asking for *wanted* meant.
@@ -203,7 +198,9 @@ class Platform:
         return f"{self.os}/{self.arch_name}"
 
 
-def parse_arch_list(value: str | Iterable[str], *, native: Platform | None = None) -> list[Platform]:
+def parse_arch_list(
+    value: str | Iterable[str], *, native: Platform | None = None
+) -> list[Platform]:
     """Parse a comma-separated list (``arm64,s390x``); aliases collapse; ``native`` is the host.
 
     Raises :class:`UnknownPlatformError` for an unknown name or an empty list.

@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Both provision the host first (idempotent).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+ARCHS ?= amd64,arm64,s390x
+
+.PHONY: provision lint test test-unit test-plugin test-integration test-example demo bench clean-testbed
+
+provision:
+	scripts/provision-host
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test-unit:
+	$(PYTEST) tests/unit -q
+
+test-plugin:
+	$(PYTEST) tests/plugin -q
+
+test-integration:
+	$(PYTEST) tests/integration -q --arch-required
+
+test-example:
+	example_project/build.sh
+	cd example_project && ../$(PYTEST) tests --arch=$(ARCHS) --arch-required -q \
+	  --multiarch-report=../.multiarch-report.json
+
+# The whole suite: provisioning, lint, unit, plugin and integration tiers, the example project.
+test: provision
+	$(MAKE) lint
+	$(PYTEST) tests --arch-required -q -n 2
+	$(MAKE) test-example
+
+demo: provision
+	example_project/build.sh
+	cd example_project && ../$(PYTEST) tests --arch=$(ARCHS) -v --multiarch-report=../.multiarch-report.json
+
+bench: provision
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

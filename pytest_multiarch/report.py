@@ -1,0 +1,197 @@
+"""The arch matrix: outcomes of every test on every architecture, as text and as JSON.
+
+Plain library code: the plugin feeds it one :class:`Outcome` per test and arch, and asks it for
+the terminal table and the JSON document of ``--multiarch-report``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as _platform
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPORT_FORMAT = 1
+
+_SYMBOL = {
+    "passed": "PASS",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "skipped": "skip",
+    "xfailed": "xfail",
+    "xpassed": "XPASS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One test on one architecture."""
+
+    test: str  # node id without the arch parameter
+    arch: str
+    outcome: str  # passed, failed, error, skipped, xfailed, xpassed
+    duration: float = 0.0
+    failure_class: str | None = None
+    message: str | None = None
+    image: str | None = None
+    digest: str | None = None
+
+
+@dataclass(slots=True)
+class ArchInfoLine:
+    """How an architecture ran in this session."""
+
+    arch: str
+    how: str = "emulated"  # "native", "emulated", "native on HOST", "unavailable: …"
+    emulation_factor: float | None = None
+    wall_time: float = 0.0
+
+
+@dataclass(slots=True)
+class Matrix:
+    """Accumulates outcomes; renders the table and the JSON report."""
+
+    archs: list[str]
+    outcomes: list[Outcome] = field(default_factory=list)
+    arch_lines: dict[str, ArchInfoLine] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one outcome (a later record for the same test and arch replaces it)."""
+        self.outcomes = [
+            o for o in self.outcomes if not (o.test == outcome.test and o.arch == outcome.arch)
+        ]
+        self.outcomes.append(outcome)
+        line = self.arch_lines.setdefault(outcome.arch, ArchInfoLine(outcome.arch))
+        line.wall_time += outcome.duration
+        if outcome.arch not in self.archs:
+            self.archs.append(outcome.arch)
+
+    def extend(self, outcomes: Iterable[Outcome]) -> None:
+        """Record several outcomes (e.g. those sent back by xdist workers)."""
+        for outcome in outcomes:
+            self.add(outcome)
+
+    def tests(self) -> list[str]:
+        """Row names, in first-seen order."""
+        seen: dict[str, None] = {}
+        for o in self.outcomes:
+            seen.setdefault(o.test, None)
+        return list(seen)
+
+    def cell(self, test: str, arch: str) -> Outcome | None:
+        """The outcome of *test* on *arch*, if it ran there."""
+        for o in self.outcomes:
+            if o.test == test and o.arch == arch:
+                return o
+        return None
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Per arch: how many of each outcome."""
+        result: dict[str, dict[str, int]] = {a: {} for a in self.archs}
+        for o in self.outcomes:
+            counts = result.setdefault(o.arch, {})
+            counts[o.outcome] = counts.get(o.outcome, 0) + 1
+        return result
+
+    def render(self, width: int = 120) -> list[str]:
+        """The terminal table: tests x archs, then per-arch totals and how each arch ran."""
+        if not self.outcomes:
+            return []
+        archs = self.archs
+        tests = self.tests()
+        cells: dict[tuple[str, str], str] = {}
+        for test in tests:
+            for arch in archs:
+                o = self.cell(test, arch)
+                if o is None:
+                    cells[test, arch] = "-"
+                else:
+                    text = _SYMBOL.get(o.outcome, o.outcome)
+                    if o.failure_class and o.outcome in ("failed", "error"):
+                        text += f" {o.failure_class}"
+                    cells[test, arch] = text
+        col = {a: max(len(a), *(len(cells[t, a]) for t in tests)) for a in archs}
+        name_width = max(len("test"), *(len(t) for t in tests))
+        budget = max(20, width - sum(col.values()) - 3 * len(archs) - 1)
+        name_width = min(name_width, budget)
+
+        def row(name: str, values: list[str]) -> str:
+            shown = name if len(name) <= name_width else "…" + name[-(name_width - 1):]
+            return shown.ljust(name_width) + "".join(
+                " | " + v.ljust(col[a]) for a, v in zip(archs, values, strict=True)
+            )
+
+        lines = [row("test", archs), "-" * len(row("test", archs))]
+        lines += [row(t, [cells[t, a] for a in archs]) for t in tests]
+        lines.append("-" * len(lines[0]))
+        totals = self.totals()
+        lines.append(row("totals", [_fmt_totals(totals.get(a, {})) for a in archs]))
+        for arch in archs:
+            info = self.arch_lines.get(arch, ArchInfoLine(arch))
+            factor = (
+                f", emulation factor {info.emulation_factor:.1f}x"
+                if info.emulation_factor is not None else ""
+            )
+            lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in tests")
+        return lines
+
+    def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The document written by ``--multiarch-report`` (format version in ``format``)."""
+        images: dict[str, dict[str, dict[str, Any]]] = {}
+        for o in self.outcomes:
+            key = o.image or "(tests)"
+            per_arch = images.setdefault(key, {}).setdefault(
+                o.arch, {"digest": o.digest, "how": self._how(o.arch), "checks": []}
+            )
+            if o.digest and not per_arch["digest"]:
+                per_arch["digest"] = o.digest
+            per_arch["checks"].append(
+                {k: v for k, v in asdict(o).items() if k not in ("arch", "image")}
+            )
+        doc: dict[str, Any] = {
+            "format": REPORT_FORMAT,
+            "host": {"machine": _platform.machine(), "node": _platform.node(),
+                     "python": _platform.python_version()},
+            "archs": {
+                a: {
+                    "how": self._how(a),
+                    "emulation_factor": self.arch_lines[a].emulation_factor
+                    if a in self.arch_lines else None,
+                    "wall_time": round(self.arch_lines[a].wall_time, 3)
+                    if a in self.arch_lines else 0.0,
+                    "totals": self.totals().get(a, {}),
+                }
+                for a in self.archs
+            },
+            "images": images,
+        }
+        if extra:
+            doc.update(extra)
+        return doc
+
+    def _how(self, arch: str) -> str:
+        return self.arch_lines[arch].how if arch in self.arch_lines else "unknown"
+
+
+def _fmt_totals(counts: dict[str, int]) -> str:
+    order = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+    parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+    return ", ".join(parts) or "0"
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write atomically; create the parent directory. Raises OSError with the path in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".multiarch-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
