@@ -18,9 +18,7 @@ from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.fixtures import *  # noqa: F403 - registers the public fixtures
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.report import Outcome
-from pytest_multiarch.state import ArchStatus, State
-
-ARCH_ARG = "arch"
+from pytest_multiarch.state import ARCH_ARG, ArchStatus, State, item_platform
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -42,6 +40,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "xfail_arch(*names, reason='', strict=True): expect this test to fail on these "
         "architectures",
+    )
+    config.addinivalue_line(
+        "markers",
+        "multiarch_static: the test only reads images; never skip it for a missing emulator",
     )
     config.addinivalue_line(
         "markers",
@@ -135,23 +137,14 @@ def pytest_collection_modifyitems(
     state.filter_changed_only(items, config)
 
 
-def item_platform(item: pytest.Item) -> Platform | None:
-    """The arch a test item runs for, if it is an arch-parametrized item."""
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None:
-        value = callspec.params.get(ARCH_ARG)
-        if isinstance(value, Platform):
-            return value
-    value = getattr(item, "multiarch_platform", None)
-    return value if isinstance(value, Platform) else None
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     plat = item_platform(item)
     if plat is None:
         return
     item.user_properties.append(("arch", plat.arch_name))
+    if item.get_closest_marker("multiarch_static") is not None:
+        return  # static checks read the image; they need no emulator
     status: ArchStatus = get_state(item.config).status(plat)
     if status.ok:
         return

@@ -33,6 +33,20 @@ class ArchStatus:
     fix: str = ""
 
 
+ARCH_ARG = "arch"
+
+
+def item_platform(item: Any) -> Platform | None:
+    """The arch a test item runs for: its ``arch`` parameter, or a gate item's platform."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        value = callspec.params.get(ARCH_ARG)
+        if isinstance(value, Platform):
+            return value
+    value = getattr(item, "multiarch_platform", None)
+    return value if isinstance(value, Platform) else None
+
+
 _LIVE_STATES: weakref.WeakSet[State] = weakref.WeakSet()
 
 
@@ -50,6 +64,10 @@ class State:
     logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     failed_items: dict[str, bool] = field(default_factory=dict)
     summary_lines: list[str] = field(default_factory=list)
+    #: (reference text, arch name) -> ResolvedImage, filled by pytest_multiarch.images
+    resolved: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: reference text -> platforms its index lists
+    index_platforms: dict[str, list[str]] = field(default_factory=dict)
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)
     _runners: dict[Platform, Runner] = field(default_factory=dict)
     _registry: RegistryClient | None = None
