@@ -206,18 +206,24 @@ class MatrixRecorder:
         )
         if not relevant:
             return
-        message = None
-        text = str(report.longrepr).strip() if report.longrepr is not None else ""
-        if report.failed and text:
-            message = text.splitlines()[-1][:300]
-        elif report.skipped and isinstance(report.longrepr, tuple):
-            message = str(report.longrepr[2])[:300]
+        message = _failure_message(report)
         self.state.matrix.add(Outcome(
             test=_row_name(report.nodeid, arch), arch=arch, outcome=_outcome_of(report),
             duration=report.duration, failure_class=_str_or_none(props.get("failure_class")),
             message=message, image=_str_or_none(props.get("image")),
             digest=_str_or_none(props.get("digest")),
         ))
+
+
+def _failure_message(report: pytest.TestReport) -> str | None:
+    """The first line of what went wrong (or why it was skipped), for the matrix and JSON."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])[:300]
+    if not report.failed or report.longrepr is None:
+        return None
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(getattr(crash, "message", "") or report.longrepr).strip()
+    return text.splitlines()[0][:300] if text else None
 
 
 def _str_or_none(value: object) -> str | None:

@@ -68,6 +68,10 @@ class State:
     resolved: dict[tuple[str, str], Any] = field(default_factory=dict)
     #: reference text -> platforms its index lists
     index_platforms: dict[str, list[str]] = field(default_factory=dict)
+    #: reference text -> OpenedSource (registry client or OCI layout), see images.opened
+    sources: dict[str, Any] = field(default_factory=dict)
+    #: runners for OCI layouts, which an engine cannot pull
+    layout_runners: dict[Platform, Runner] = field(default_factory=dict)
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)
     _runners: dict[Platform, Runner] = field(default_factory=dict)
     _registry: RegistryClient | None = None

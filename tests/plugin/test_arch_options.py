@@ -16,14 +16,6 @@ def arch_test(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-def collected_ids(result: pytest.RunResult) -> list[str]:
-    return [
-        line.split("::", 1)[1].strip()
-        for line in result.outlines
-        if line.startswith("test_a.py::") or "::test_" in line and "<" not in line
-    ]
-
-
 def test_one_param_per_arch_with_canonical_ids(arch_test: pytest.Pytester) -> None:
     result = arch_test.runpytest("--arch=aarch64,amd64,armhf", "--collect-only", "-q")
     result.stdout.fnmatch_lines([
@@ -109,7 +101,9 @@ def test_bad_env_value_names_its_source(
     monkeypatch.setenv("PYTEST_MULTIARCH_ARCHS", "arm64,vax")
     result = arch_test.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--arch (env PYTEST_MULTIARCH_ARCHS): unknown architecture 'vax'*"])
+    result.stderr.fnmatch_lines(
+        ["*--arch (env PYTEST_MULTIARCH_ARCHS): unknown architecture 'vax'*"]
+    )
 
 
 def test_archs_marker_restricts(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,161 @@
+"""Session-level operations on one image and one arch: resolve, audit, run, start, gate checks.
+
+This is where the plain library pieces meet the session state (its registry client, runners and
+caches).  No pytest here: fixtures and gate items call these functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.platforms import Platform
+from pytest_multiarch.resolve import (
+    OpenedSource,
+    ResolvedImage,
+    check_config_platform,
+    list_platforms,
+    open_source,
+    resolve,
+)
+
+if TYPE_CHECKING:
+    from pytest_multiarch.audit import AuditResult
+    from pytest_multiarch.runners.base import Container, Runner, RunResult
+    from pytest_multiarch.state import State
+
+
+class AuditFailed(MultiarchError):
+    """The static audit found binaries that would not run on the variant's platform."""
+
+
+def opened(state: State, text: str) -> OpenedSource:
+    """The image source for *text* (registry reference or ``oci:DIR[:TAG]``), cached."""
+    if text not in state.sources:
+        state.sources[text] = open_source(text, client=state.registry())
+    source: OpenedSource = state.sources[text]
+    return source
+
+
+def index_platforms(state: State, text: str) -> list[Platform]:
+    """The platforms *text*'s index lists (attestations skipped)."""
+    source, ref = opened(state, text)
+    plats = list_platforms(source, ref)
+    state.index_platforms[text] = [str(p) for p in plats]
+    return plats
+
+
+def resolve_variant(state: State, text: str, plat: Platform) -> ResolvedImage:
+    """*text*'s variant for *plat*; raises PlatformNotInIndex naming what the index has."""
+    key = (text, plat.arch_name)
+    resolved = state.resolved.get(key)
+    if resolved is None:
+        source, ref = opened(state, text)
+        resolved = resolve(source, ref, plat)
+        state.resolved[key] = resolved
+        if text not in state.index_platforms:
+            try:
+                index_platforms(state, text)
+            except MultiarchError:
+                state.index_platforms[text] = []
+    return resolved
+
+
+def audit_variant(
+    state: State, text: str, plat: Platform, *, allow: tuple[str, ...] = ()
+) -> AuditResult:
+    """The static audit of *text*'s *plat* variant (verdicts cached by layer digest)."""
+    from pytest_multiarch.audit import audit_image
+
+    resolved = resolve_variant(state, text, plat)
+    source, _ = opened(state, text)
+    cache_dir = state.cfg.cache_dir / "audit" if state.cfg.cache_dir is not None else None
+    return audit_image(source, resolved, allow=allow, cache_dir=cache_dir)
+
+
+def runner_for(state: State, text: str, plat: Platform) -> Runner:
+    """The session runner for *plat*; OCI layouts run engine-less (an engine cannot pull them)."""
+    runner = state.runner(plat)
+    source, _ = opened(state, text)
+    from pytest_multiarch.layout import OciLayout
+
+    if isinstance(source, OciLayout) and type(runner).__name__ == "EngineRunner":
+        if plat not in state.layout_runners:
+            from pytest_multiarch.runners.base import Session
+            from pytest_multiarch.runners.rootfs import RootfsRunner
+
+            cache = state.cfg.cache_dir / "rootfs" if state.cfg.cache_dir is not None else None
+            state.layout_runners[plat] = RootfsRunner(
+                registry=state.registry(), cache_dir=cache, platform=plat,
+                session=Session.new(state.session_id), mem_limit=state.cfg.mem_limit,
+            )
+            state.add_closer(state.layout_runners[plat].close)
+        return state.layout_runners[plat]
+    return runner
+
+
+def run_variant(
+    state: State, text: str, plat: Platform, cmd: Any = None, *, check: bool = False,
+    **options: Any,
+) -> tuple[RunResult, str]:
+    """Run *cmd* in *text*'s *plat* variant, by digest. Returns the result and the digest."""
+    from pytest_multiarch.runners.base import check_runs
+
+    resolved = resolve_variant(state, text, plat)
+    options.setdefault("mem_limit", state.cfg.mem_limit)
+    result = runner_for(state, text, plat).run(resolved.pinned, plat, cmd, **options)
+    if check:
+        check_runs(result, hint=_audit_hint(state, text, plat, result))
+    return result, resolved.digest
+
+
+def start_variant(
+    state: State, text: str, plat: Platform, **options: Any
+) -> tuple[Container, str]:
+    """Start *text*'s *plat* variant, by digest. Returns the container and the digest."""
+    resolved = resolve_variant(state, text, plat)
+    options.setdefault("mem_limit", state.cfg.mem_limit)
+    return runner_for(state, text, plat).start(resolved.pinned, plat, **options), resolved.digest
+
+
+def _audit_hint(state: State, text: str, plat: Platform, result: RunResult) -> str:
+    """For an exec format error: what the audit says the entrypoint really is."""
+    if result.exit_code == 0 or "exec format error" not in result.stderr.lower():
+        return ""
+    try:
+        audit = audit_variant(state, text, plat)
+    except Exception:  # the hint is a nicety; the classified error stands without it
+        return ""
+    return " ".join(f.message for f in audit.failures[:1])
+
+
+# -- the generated gate checks -----------------------------------------------------------------
+
+
+def gate_platform(state: State, text: str, plat: Platform) -> str:
+    """The index has an entry for *plat*."""
+    return resolve_variant(state, text, plat).digest
+
+
+def gate_config(state: State, text: str, plat: Platform) -> str:
+    """The variant's config says the platform its index entry says."""
+    resolved = resolve_variant(state, text, plat)
+    check_config_platform(resolved)
+    return resolved.digest
+
+
+def gate_binaries(state: State, text: str, plat: Platform) -> str:
+    """Every ELF file, the entrypoint and its loader are for *plat*."""
+    result = audit_variant(state, text, plat, allow=state.cfg.allow_foreign)
+    if not result.ok:
+        lines = [f.message for f in result.failures]
+        more = f" (and {len(lines) - 10} more)" if len(lines) > 10 else ""
+        raise AuditFailed("\n".join(lines[:10]) + more)
+    return result.digest
+
+
+def gate_smoke(state: State, text: str, plat: Platform) -> str:
+    """The variant's default command (or ``--multiarch-smoke-cmd``) runs and exits 0."""
+    cmd = list(state.cfg.smoke_cmd) if state.cfg.smoke_cmd else None
+    _, digest = run_variant(state, text, plat, cmd, check=True)
+    return digest

@@ -1,0 +1,118 @@
+"""The arch matrix, the JSON report, JUnit properties and baselines, through pytester."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+SUITE = """
+import pytest
+
+def test_ok(arch):
+    pass
+
+def test_broken_on_arm(arch):
+    assert arch.architecture != "arm64", "arm64 answer differs"
+
+@pytest.mark.xfail_arch("amd64", reason="known")
+def test_known(arch):
+    assert arch.architecture != "amd64"
+
+@pytest.mark.archs("amd64")
+def test_amd64_only(arch):
+    pass
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def test_terminal_matrix(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--arch=amd64,arm64", "-p", "no:randomly")
+    result.assert_outcomes(passed=5, failed=1, xfailed=1)
+    result.stdout.fnmatch_lines([
+        "*= multiarch matrix =*",
+        "test *| amd64*| arm64*",
+        "test_suite.py::test_ok *| PASS *| PASS*",
+        "test_suite.py::test_broken_on_arm *| PASS *| FAIL AssertionError*",
+        "test_suite.py::test_known *| xfail *| PASS*",
+        "test_suite.py::test_amd64_only *| PASS *| -*",
+        "totals *| 3 passed, 1 xfailed *| 2 passed, 1 failed*",
+        "amd64: native, *s in tests",
+        "arm64: emulated, *s in tests",
+    ])
+
+
+def test_json_report(suite: pytest.Pytester, tmp_path: Path) -> None:
+    target = tmp_path / "new" / "dir" / "report.json"
+    suite.runpytest("--arch=amd64,arm64", f"--multiarch-report={target}")
+    doc = json.loads(target.read_text())
+    assert doc["format"] == 1
+    assert doc["archs"]["arm64"]["how"] == "emulated"
+    assert doc["archs"]["amd64"]["totals"] == {"passed": 3, "xfailed": 1}
+    checks = {c["test"]: c for c in doc["images"]["(tests)"]["arm64"]["checks"]}
+    assert checks["test_suite.py::test_broken_on_arm"]["outcome"] == "failed"
+    assert checks["test_suite.py::test_broken_on_arm"]["failure_class"] == "AssertionError"
+    assert "arm64 answer differs" in checks["test_suite.py::test_broken_on_arm"]["message"]
+    assert doc["host"]["machine"]
+    assert "qemu" in doc
+
+
+def test_report_path_that_cannot_be_created_is_a_clear_line(
+    suite: pytest.Pytester, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = suite.runpytest("--arch=amd64", f"--multiarch-report={blocker}/report.json")
+    result.stdout.fnmatch_lines([f"multiarch: could not write report {blocker}/report.json: *"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_junit_gets_arch_properties(suite: pytest.Pytester, tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    suite.runpytest("--arch=amd64,arm64", f"--junitxml={junit}")
+    cases = ET.parse(junit).getroot().iter("testcase")
+    props = {
+        case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+        for case in cases
+    }
+    assert props["test_ok[arm64]"]["arch"] == "arm64"
+    assert props["test_ok[amd64]"]["arch"] == "amd64"
+    assert props["test_broken_on_arm[arm64]"]["failure_class"] == "AssertionError"
+
+
+def test_baseline_reports_regressions_and_survives_bad_files(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    baseline = tmp_path / "baseline.json"
+    pytester.makepyfile(test_b="""
+        import os
+        def test_flaky_on_arm(arch):
+            assert not (arch.architecture == "arm64" and os.environ.get("BREAK_ARM"))
+    """)
+    first = pytester.runpytest("--arch=amd64,arm64", f"--multiarch-baseline={baseline}")
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["multiarch baseline: baseline * does not exist yet*"])
+    assert json.loads(baseline.read_text())["format"] == 1
+
+    monkeypatch.setenv("BREAK_ARM", "1")
+    second = pytester.runpytest("--arch=amd64,arm64", f"--multiarch-baseline={baseline}")
+    second.stdout.fnmatch_lines([
+        "multiarch baseline: compared with *: 1 change(s)",
+        "  (tests) [[]arm64[]]: REGRESSION: test_b.py::test_flaky_on_arm passed before, failed now",
+    ])
+
+    baseline.write_text("{not json")
+    third = pytester.runpytest("--arch=amd64", f"--multiarch-baseline={baseline}")
+    third.stdout.fnmatch_lines(["multiarch baseline: baseline * is not valid JSON*"])
+    assert "Traceback" not in third.stdout.str()
+    baseline.write_text(json.dumps({"format": 0, "images": {}}))
+    fourth = pytester.runpytest("--arch=amd64", f"--multiarch-baseline={baseline}")
+    fourth.stdout.fnmatch_lines(["multiarch baseline: baseline * has format 0*"])
+    assert json.loads(baseline.read_text())["format"] == 1
