@@ -40,6 +40,14 @@ class DigestMismatchError(RegistryError):
     """Content fetched does not hash to the digest it was asked for."""
 
 
+class RegistryUnreachable(RegistryError):
+    """No answer from the registry: connection refused, DNS, TLS handshake or timeout."""
+
+
+class InvalidManifestError(RegistryError):
+    """What came back is not a usable manifest (HTML, invalid JSON, index without manifests)."""
+
+
 class PlatformNotInIndex(MultiarchError):
     """The image index has no entry for the requested platform."""
 
@@ -54,6 +62,9 @@ class EngineUnavailable(MultiarchError):
 
 class RunnerError(MultiarchError):
     """A container could not be run for a reason of the runner itself, not the image."""
+
+    #: The container's output (stdout and stderr interleaved), set by the runner for reports.
+    logs: str = ""
 
 
 class ExecFormatError(RunnerError):
@@ -78,3 +89,23 @@ class RemoteHostUnavailable(RunnerError):
 
 class RemoteHostArchMismatch(RunnerError):
     """A remote engine reports another architecture than the one it was named for."""
+
+
+class CommandNotFound(RunnerError):
+    """The command to run does not exist in the image (exit 127)."""
+
+
+class CommandFailed(RunnerError):
+    """The command ran and exited non-zero: a failure of the application, not of the runner."""
+
+
+class NoDefaultCommand(RunnerError):
+    """No command was given and the image's config has neither Entrypoint nor Cmd."""
+
+
+class RunTimeout(RunnerError):
+    """The command did not finish within its (emulation-scaled) timeout and was killed."""
+
+
+class UnsafeLayerError(MultiarchError):
+    """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
