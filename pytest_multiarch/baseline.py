@@ -179,13 +179,13 @@ def deselect_unchanged(state: State, items: list[Any], config: Any) -> None:
     refs = set(state.cfg.images) | {r for r in old["images"] if r != TESTS_KEY}
     for ref in refs:
         variants = old["images"].get(ref, {}).get("variants", {})
-        for plat in state.archs:
-            was = variants.get(plat.arch_name, {}).get("digest")
+        for wanted in state.archs:
+            was = variants.get(wanted.arch_name, {}).get("digest")
             try:
-                now = resolve_variant(state, ref, plat).digest
+                now = resolve_variant(state, ref, wanted).digest
             except MultiarchError:
                 now = None
-            key = (ref, plat.arch_name)
+            key = (ref, wanted.arch_name)
             (unchanged if was and now == was else changed).add(key)
     changed_archs = {arch for _, arch in changed}
     keep: list[Any] = []

@@ -83,13 +83,12 @@ def multiarch_audit(
     )
 
     def audit(ref: str, allow: tuple[str, ...] = ()) -> AuditResult:
-        from pytest_multiarch.images import audit_variant
+        from pytest_multiarch.images import audit_variant, resolve_variant
 
-        result = audit_variant(
+        state.digests[request.node.nodeid] = resolve_variant(state, ref, plat).digest
+        return audit_variant(
             state, ref, plat, allow=(*state.cfg.allow_foreign, *marker_allow, *allow)
         )
-        state.digests[request.node.nodeid] = result.digest
-        return result
 
     return audit
 

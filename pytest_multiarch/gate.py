@@ -49,7 +49,16 @@ class GateItem(pytest.Item):
 
     def runtest(self) -> None:
         from pytest_multiarch import images
+        from pytest_multiarch.errors import PlatformNotInIndex
 
+        if self.check != "platform":
+            # Only the platform check reports a missing variant; the others have nothing to check.
+            try:
+                images.resolve_variant(self._state, self.multiarch_image, self.multiarch_platform)
+            except PlatformNotInIndex:
+                pytest.skip(
+                    f"no {self.multiarch_platform} variant to check: the platform check fails"
+                )
         run: Callable[[State, str, Platform], str] = getattr(images, f"gate_{self.check}")
         digest = run(self._state, self.multiarch_image, self.multiarch_platform)
         if digest:
@@ -74,7 +83,8 @@ def make_gate_items(session: pytest.Session, state: State) -> list[pytest.Item]:
     """The generated checks for every ``--multiarch-image`` × requested arch."""
     items: list[pytest.Item] = []
     for image in state.cfg.images:
-        gate = MultiarchGate.from_parent(session, name=f"multiarch-gate[{image}]")
+        name = f"multiarch-gate[{image}]"
+        gate = MultiarchGate.from_parent(session, name=name, nodeid=name)
         for check in CHECKS:
             for plat in state.archs:
                 item = GateItem.from_parent(

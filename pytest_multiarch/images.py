@@ -6,6 +6,7 @@ caches).  No pytest here: fixtures and gate items call these functions.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from pytest_multiarch.errors import MultiarchError
@@ -21,6 +22,7 @@ from pytest_multiarch.resolve import (
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit import AuditResult
+    from pytest_multiarch.registry import Manifest
     from pytest_multiarch.runners.base import Container, Runner, RunResult
     from pytest_multiarch.state import State
 
@@ -37,40 +39,50 @@ def opened(state: State, text: str) -> OpenedSource:
     return source
 
 
-def index_platforms(state: State, text: str) -> list[Platform]:
-    """The platforms *text*'s index lists (attestations skipped)."""
-    source, ref = opened(state, text)
-    plats = list_platforms(source, ref)
-    state.index_platforms[text] = [str(p) for p in plats]
-    return plats
-
-
 def resolve_variant(state: State, text: str, plat: Platform) -> ResolvedImage:
     """*text*'s variant for *plat*; raises PlatformNotInIndex naming what the index has."""
     key = (text, plat.arch_name)
     resolved = state.resolved.get(key)
     if resolved is None:
         source, ref = opened(state, text)
-        resolved = resolve(source, ref, plat)
+        resolved = resolve(source, ref, plat, manifest=top_manifest(state, text))
         state.resolved[key] = resolved
-        if text not in state.index_platforms:
-            try:
-                index_platforms(state, text)
-            except MultiarchError:
-                state.index_platforms[text] = []
     return resolved
+
+
+def top_manifest(state: State, text: str) -> Manifest:
+    """The manifest *text* names (usually an index), fetched once per session."""
+    if text not in state.manifests:
+        source, ref = opened(state, text)
+        manifest = source.get_manifest(ref)
+        state.manifests[text] = manifest
+        try:
+            plats = list_platforms(source, ref, manifest=manifest)
+            state.index_platforms[text] = [str(p) for p in plats]
+        except MultiarchError:
+            state.index_platforms[text] = []
+    top: Manifest = state.manifests[text]
+    return top
 
 
 def audit_variant(
     state: State, text: str, plat: Platform, *, allow: tuple[str, ...] = ()
 ) -> AuditResult:
-    """The static audit of *text*'s *plat* variant (verdicts cached by layer digest)."""
-    from pytest_multiarch.audit import audit_image
+    """The static audit of *text*'s *plat* variant (layer scans cached by layer digest)."""
+    from pytest_multiarch.audit import audit_variant as audit
 
     resolved = resolve_variant(state, text, plat)
-    source, _ = opened(state, text)
+    source, ref = opened(state, text)
+    variant_ref = ref.with_digest(resolved.digest)
+    layers = [
+        (layer.digest, layer.media_type, functools.partial(source.open_blob, variant_ref, layer))
+        for layer in resolved.layers
+    ]
     cache_dir = state.cfg.cache_dir / "audit" if state.cfg.cache_dir is not None else None
-    return audit_image(source, resolved, allow=allow, cache_dir=cache_dir)
+    return audit(
+        resolved.pinned, plat, resolved.config, layers, host=Platform.host(), allow=allow,
+        cache_dir=cache_dir,
+    )
 
 
 def runner_for(state: State, text: str, plat: Platform) -> Runner:
@@ -148,10 +160,8 @@ def gate_binaries(state: State, text: str, plat: Platform) -> str:
     """Every ELF file, the entrypoint and its loader are for *plat*."""
     result = audit_variant(state, text, plat, allow=state.cfg.allow_foreign)
     if not result.ok:
-        lines = [f.message for f in result.failures]
-        more = f" (and {len(lines) - 10} more)" if len(lines) > 10 else ""
-        raise AuditFailed("\n".join(lines[:10]) + more)
-    return result.digest
+        raise AuditFailed(result.format(limit=10))
+    return resolve_variant(state, text, plat).digest
 
 
 def gate_smoke(state: State, text: str, plat: Platform) -> str:

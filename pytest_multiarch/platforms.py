@@ -145,7 +145,9 @@ class Platform:
         if parts[0] in _KNOWN_OSES:
             os_name, parts = parts[0], parts[1:]
             if not parts:
-                raise UnknownPlatformError(f"platform {text!r} names an OS but no architecture")
+                raise UnknownPlatformError(
+                    f"platform {text!r} names an OS but no architecture part"
+                )
         if len(parts) > 2:
             raise UnknownPlatformError(f"platform {text!r} has too many parts (os/arch/variant)")
         return cls.from_parts(os_name, parts[0], parts[1] if len(parts) == 2 else "")

@@ -133,7 +133,12 @@ def pytest_collection_modifyitems(
     if state.cfg.images:
         from pytest_multiarch.gate import make_gate_items
 
-        items.extend(make_gate_items(session, state))
+        gate_items = make_gate_items(session, state)
+        items.extend(gate_items)
+        # Let the terminal count them ("collected N items") like collected tests.
+        config.hook.pytest_collectreport(
+            report=pytest.CollectReport("multiarch-gate", "passed", None, list(gate_items))
+        )
     state.filter_changed_only(items, config)
 
 
@@ -240,6 +245,8 @@ def _outcome_of(report: pytest.TestReport) -> str:
 
 def _row_name(nodeid: str, arch: str) -> str:
     """The node id without the arch parameter: one matrix row per test."""
+    if nodeid.startswith("multiarch-gate["):  # generated gate checks: "REF::check"
+        nodeid = nodeid[len("multiarch-gate["):].replace("]::", " ", 1)
     head, sep, params = nodeid.rpartition("[")
     if not sep:
         return nodeid

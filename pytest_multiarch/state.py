@@ -68,6 +68,8 @@ class State:
     resolved: dict[tuple[str, str], Any] = field(default_factory=dict)
     #: reference text -> platforms its index lists
     index_platforms: dict[str, list[str]] = field(default_factory=dict)
+    #: reference text -> its top-level Manifest (index), fetched once
+    manifests: dict[str, Any] = field(default_factory=dict)
     #: reference text -> OpenedSource (registry client or OCI layout), see images.opened
     sources: dict[str, Any] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull

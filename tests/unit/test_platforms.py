@@ -76,7 +76,8 @@ def test_satisfies_variant_rules() -> None:
 def test_arch_list_dedupes_aliases_and_keeps_order() -> None:
     got = parse_arch_list("aarch64, s390x,arm64,arm64/v8", native=Platform.parse("amd64"))
     assert [p.arch_name for p in got] == ["arm64", "s390x"]
-    assert parse_arch_list("native", native=Platform.parse("ppc64le")) == [Platform.parse("ppc64le")]
+    ppc = Platform.parse("ppc64le")
+    assert parse_arch_list("native", native=ppc) == [ppc]
     with pytest.raises(UnknownPlatformError, match="no architecture given"):
         parse_arch_list(" , ")
 
@@ -88,7 +89,9 @@ def test_one_table_has_every_required_arch_with_all_its_names() -> None:
     for info in ARCHES:
         assert arch_info(info.uname) is not None
         assert arch_info(info.dpkg) is not None
-        assert info.qemu and info.elf_machine and info.elf_class in (32, 64)
+        assert info.qemu
+        assert info.elf_machine
+        assert info.elf_class in (32, 64)
 
 
 def test_elf_identity_maps_back() -> None:

@@ -1,0 +1,138 @@
+"""The generated gate (`pytest --multiarch-image=REF`) against the real corpus, via pytester."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import Testbed
+
+ALL = "amd64,arm64,s390x,ppc64le,arm/v7"
+
+
+def gate(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--arch-required", *args,
+                                         timeout=600)
+
+
+def test_good_image_passes_every_check_on_every_arch(
+    pytester: pytest.Pytester, testbed: Testbed, tmp_path: Path
+) -> None:
+    report = tmp_path / "r.json"
+    result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", f"--arch={ALL}",
+                  f"--multiarch-report={report}")
+    result.assert_outcomes(passed=4 * 5)
+    result.stdout.fnmatch_lines(["*multiarch matrix*", "totals *| 4 passed *| 4 passed*"])
+    doc = json.loads(report.read_text())
+    per_arch = doc["images"][testbed.ref("busybox")]
+    for plat, digest in testbed.corpus["busybox"]["digests"].items():
+        arch = plat.removeprefix("linux/")
+        assert per_arch[arch]["digest"] == digest, arch
+        assert {c["outcome"] for c in per_arch[arch]["checks"]} == {"passed"}
+
+
+def test_oci_layout_is_gated_like_a_registry_image(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    layout = testbed.env["OCI_LAYOUT"]
+    result = gate(pytester, f"--multiarch-image=oci:{layout}", "--arch=amd64,arm64")
+    result.assert_outcomes(passed=8)
+
+
+def test_missing_arch_fails_with_what_the_index_has(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('partial')}", "--arch=amd64,s390x")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=4, failed=1, skipped=3)
+    result.stdout.fnmatch_lines([
+        f"no linux/s390x in index {testbed.ref('partial')} (sha256:*); "
+        "it has linux/a*64, linux/a*64*",
+    ])
+
+
+def test_index_entry_whose_config_lies_fails_the_config_check(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('config-lies')}", "--arch=arm64")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        f"index entry of {testbed.ref('config-lies')} for linux/arm64 points at sha256:* "
+        "whose config says linux/amd64*",
+    ])
+
+
+def test_mislabeled_arm64_variant_fails_the_audit_as_host_native_only(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('mislabeled')}", "--arch=amd64,arm64")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*is x86-64 (EM_X86_64, 64-bit LE); this would fail with exec format error on arm64*",
+        "*host-native-only suspicious*",
+        "*mislabeled:1 binaries *| PASS *| FAIL AuditFailed*",
+    ])
+    # The emulated smoke run passes: the amd64 binary runs natively here. Only the audit sees it.
+    result.stdout.fnmatch_lines(["*mislabeled:1 smoke *| PASS *| PASS*"])
+
+
+def test_corrupted_blob_in_registry_storage_fails(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('corrupt')}", "--arch=arm64",
+                  "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*corrupt:1 binaries *| FAIL*"])
+    assert "digest" in result.stdout.str().lower()
+
+
+def test_foreign_helper_needs_the_allowlist(pytester: pytest.Pytester, testbed: Testbed) -> None:
+    ref = testbed.ref("foreign-helper")
+    refused = gate(pytester, f"--multiarch-image={ref}", "--arch=arm64", "-k", "binaries")
+    refused.assert_outcomes(failed=1, deselected=3)
+    refused.stdout.fnmatch_lines(["*/opt/helpers/x86-tool*"])
+    allowed = gate(pytester, f"--multiarch-image={ref}", "--arch=arm64", "-k", "binaries",
+                   "--multiarch-allow=/opt/helpers/*")
+    allowed.assert_outcomes(passed=1, deselected=3)
+
+
+def test_credentials_never_show_in_output_or_report(
+    pytester: pytest.Pytester, testbed: Testbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", testbed.env["AUTH_REGISTRY_DOCKER_CONFIG"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", testbed.env["AUTH_REGISTRY_CA"])
+    report = tmp_path / "r.json"
+    ref = f"{testbed.auth_registry}/corpus/busybox:1"
+    result = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64,arm64", "-vv",
+                  f"--multiarch-report={report}", "-k", "not smoke")
+    result.assert_outcomes(passed=6, deselected=2)
+    everything = result.stdout.str() + result.stderr.str() + report.read_text()
+    assert testbed.auth_password not in everything
+    import base64
+
+    token = base64.b64encode(f"{testbed.auth_user}:{testbed.auth_password}".encode()).decode()
+    assert token not in everything
+
+
+def test_wrong_credentials_fail_clearly_without_leaking(
+    pytester: pytest.Pytester, testbed: Testbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    secret = "not-the-password-123"
+    config = tmp_path / "docker"
+    config.mkdir()
+    auth = base64.b64encode(f"tester:{secret}".encode()).decode()
+    auths = {"auths": {testbed.auth_registry: {"auth": auth}}}
+    (config / "config.json").write_text(json.dumps(auths))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", testbed.env["AUTH_REGISTRY_CA"])
+    result = gate(pytester, f"--multiarch-image={testbed.auth_registry}/corpus/busybox:1",
+                  "--arch=amd64", "-k", "platform", "-vv")
+    result.assert_outcomes(failed=1, deselected=3)
+    out = result.stdout.str()
+    assert secret not in out
+    assert auth not in out
+    result.stdout.fnmatch_lines(["*401*" if "401" in out else "*credentials*"])
