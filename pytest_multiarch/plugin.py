@@ -157,6 +157,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if status.fix:
         message += f"; fix: {status.fix}"
     if get_state(item.config).cfg.arch_required:
+        item.user_properties.append(("failure_class", "ArchUnavailable"))
         pytest.fail(message + " (failed because --arch-required is set)", pytrace=False)
     pytest.skip(message)
 
