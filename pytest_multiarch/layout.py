@@ -1,4 +1,4 @@
-"""OCI image layout directories (``oci:DIR[:TAG]``) as an :class:`~.registry.ImageSource`.
+"""OCI image layout directories (``oci:DIR[:TAG]``) as an :class:`~.content.ImageSource`.
 
 This is what ``skopeo copy --all docker://… oci:DIR:TAG``, ``buildah manifest push --all … oci:DIR``
 and ``docker buildx build --output type=oci`` write: ``index.json`` naming the tagged images by the
