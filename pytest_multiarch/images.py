@@ -110,14 +110,26 @@ def run_variant(
     state: State, text: str, plat: Platform, cmd: Any = None, *, check: bool = False,
     **options: Any,
 ) -> tuple[RunResult, str]:
-    """Run *cmd* in *text*'s *plat* variant, by digest. Returns the result and the digest."""
+    """Run *cmd* in *text*'s *plat* variant, by digest. Returns the result and the digest.
+
+    An exec format error carries what the static audit says the binary really is.
+    """
+    from pytest_multiarch.errors import ExecFormatError
     from pytest_multiarch.runners.base import check_runs
 
     resolved = resolve_variant(state, text, plat)
     options.setdefault("mem_limit", state.cfg.mem_limit)
-    result = runner_for(state, text, plat).run(resolved.pinned, plat, cmd, **options)
+    try:
+        result = runner_for(state, text, plat).run(resolved.pinned, plat, cmd, **options)
+    except ExecFormatError as exc:
+        hint = _audit_hint(state, text, plat)
+        if not hint:
+            raise
+        enriched = ExecFormatError(f"{exc} The static audit says: {hint}")
+        enriched.logs = exc.logs
+        raise enriched from None
     if check:
-        check_runs(result, hint=_audit_hint(state, text, plat, result))
+        check_runs(result)
     return result, resolved.digest
 
 
@@ -130,10 +142,8 @@ def start_variant(
     return runner_for(state, text, plat).start(resolved.pinned, plat, **options), resolved.digest
 
 
-def _audit_hint(state: State, text: str, plat: Platform, result: RunResult) -> str:
-    """For an exec format error: what the audit says the entrypoint really is."""
-    if result.exit_code == 0 or "exec format error" not in result.stderr.lower():
-        return ""
+def _audit_hint(state: State, text: str, plat: Platform) -> str:
+    """What the audit says about the variant's entrypoint, for an exec format error."""
     try:
         audit = audit_variant(state, text, plat)
     except Exception:  # the hint is a nicety; the classified error stands without it
