@@ -21,11 +21,15 @@ if TYPE_CHECKING:
     from pytest_multiarch.runners.base import RunResult
 
 __all__ = [
+    "_multiarch_pair",
     "multiarch_audit",
     "multiarch_config",
     "multiarch_container",
     "multiarch_image",
     "multiarch_platforms",
+    "multiarch_replication",
+    "multiarch_rest",
+    "multiarch_rest_fleet",
     "multiarch_run",
     "multiarch_runner",
     "multiarch_shared_container",
@@ -143,7 +147,8 @@ def _containers(state: Any, plat: Platform, nodeid: str) -> Iterator[Callable[..
             with contextlib.suppress(Exception):
                 state.logs.setdefault(nodeid, []).append((container.name, container.logs()))
             with contextlib.suppress(Exception):
-                container.stop()
+                # Test containers are thrown away: a short grace period, not docker's 10 s.
+                container.stop(timeout=2)
 
 
 @pytest.fixture
@@ -179,3 +184,120 @@ def multiarch_shared_container(
             return cache[key]
 
         yield shared
+
+
+def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:
+    value = str(config.getini(name)).strip()
+    if not value:
+        raise pytest.UsageError(
+            f"pytest-multiarch: the {fixture} fixture needs the ini option {name} = REF "
+            "(the multi-arch image to start), e.g. in pytest.ini"
+        )
+    return value
+
+
+def _attach_logs(state: Any, nodeid: str, logs: Any) -> None:
+    for title, text in dict(logs or {}).items():
+        state.logs.setdefault(nodeid, []).append((str(title), str(text)))
+
+
+@pytest.fixture
+def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[Any]:
+    """The REST service of ini ``multiarch_service_image`` running for this arch, ready.
+
+    Its MariaDB (ini ``multiarch_db_image``) runs beside it on a private network.  Readiness is a
+    real ``GET /healthz``, with a timeout scaled by the arch's emulation factor.  Gives an object
+    with ``.session`` (a ``requests.Session`` bound to the base URL), ``.get(path)``,
+    ``.post(path, json=…)`` and ``.stop_database()``.
+    """
+    from pytest_multiarch.checks.rest import rest_service
+    from pytest_multiarch.images import emulation_factor, engine_client, resolve_variant
+
+    plat = _require_arch(arch)
+    state = get_state(request.config)
+    service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest")
+    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest")
+    resolved = resolve_variant(state, service, plat)
+    state.digests[request.node.nodeid] = resolved.digest
+    svc = rest_service(
+        engine_client(state, plat, "multiarch_rest"), platform=plat,
+        service_image=resolved.pinned, db_image=resolve_variant(state, database, plat).pinned,
+        session_id=state.session_id, emulation_factor=emulation_factor(state, database, plat),
+    )
+    with svc as running:
+        yield running
+    _attach_logs(state, request.node.nodeid, running.collected_logs)
+
+
+@pytest.fixture
+def _multiarch_pair(request: pytest.FixtureRequest) -> tuple[Platform, Platform]:
+    pair: tuple[Platform, Platform] = request.param
+    return pair
+
+
+@pytest.fixture
+def multiarch_replication(
+    request: pytest.FixtureRequest, _multiarch_pair: tuple[Platform, Platform]
+) -> Iterator[Any]:
+    """A MariaDB primary on one arch replicating (GTID) to a replica on another, running.
+
+    Parametrized over the ordered pairs of the requested archs (ids ``arm64-to-amd64``), or the
+    pairs named by ``@pytest.mark.replication_pairs(("arm64", "amd64"), …)``.  Gives
+    ``.run_workload(rows, fault=None)``, ``.wait_caught_up()``, ``.compare()`` (a verdict with
+    ``.ok`` and ``.message``), ``.restart_replica()`` and ``.restart_primary()``.
+    """
+    from pytest_multiarch.checks.mysql import replication_pair
+    from pytest_multiarch.images import emulation_factor, engine_client, resolve_variant
+
+    primary, replica = _multiarch_pair
+    state = get_state(request.config)
+    database = _ini_image(request.config, "multiarch_db_image", "multiarch_replication")
+    factor = max(emulation_factor(state, database, primary),
+                 emulation_factor(state, database, replica))
+    pair = replication_pair(
+        engine_client(state, primary, "multiarch_replication"),
+        primary_platform=primary, replica_platform=replica,
+        primary_image=resolve_variant(state, database, primary).pinned,
+        replica_image=resolve_variant(state, database, replica).pinned,
+        session_id=state.session_id, emulation_factor=factor,
+    )
+    with pair as running:
+        yield running
+    _attach_logs(state, request.node.nodeid, running.collected_logs)
+
+
+@pytest.fixture
+def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The REST service started on every requested arch at once, to compare their answers.
+
+    ``fleet.assert_same("GET", "/offerings")`` asks every arch and fails naming each arch whose
+    answer (status, Content-Type, JSON body compared structurally) differs from the reference
+    arch's (``--multiarch-reference-arch``, default the first of ``--arch``).
+    """
+    from pytest_multiarch.checks.rest import RestFleet, rest_service
+    from pytest_multiarch.images import emulation_factor, engine_client, resolve_variant
+
+    state = get_state(request.config)
+    service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest_fleet")
+    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest_fleet")
+    for plat in state.archs:
+        status = state.status(plat)
+        if not status.ok:
+            message = f"{plat.arch_name} cannot run here: {status.reason}; fix: {status.fix}"
+            if state.cfg.arch_required:
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
+    reference = state.cfg.reference_arch or state.archs[0]
+    running: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        for plat in state.archs:
+            running[plat.architecture] = stack.enter_context(rest_service(
+                engine_client(state, plat, "multiarch_rest_fleet"), platform=plat,
+                service_image=resolve_variant(state, service, plat).pinned,
+                db_image=resolve_variant(state, database, plat).pinned,
+                session_id=state.session_id,
+                emulation_factor=emulation_factor(state, database, plat),
+            ))
+        yield RestFleet(running, reference.architecture)
+    for svc in running.values():
+        _attach_logs(state, request.node.nodeid, svc.collected_logs)

@@ -151,6 +151,42 @@ def _audit_hint(state: State, text: str, plat: Platform) -> str:
     return " ".join(f.message for f in audit.failures[:1])
 
 
+def emulation_factor(state: State, text: str, plat: Platform) -> float:
+    """How many times slower *plat* runs here, measured once with *text*'s variants (cached).
+
+    The figure joins the matrix and the JSON report; readiness timeouts are scaled by it.
+    """
+    from pytest_multiarch.emulation import measure
+
+    if plat not in state.emulation:
+        host = Platform.host()
+        try:
+            emulated = resolve_variant(state, text, plat).pinned
+            native = resolve_variant(state, text, host).pinned
+            cache = state.cfg.cache_dir / "emulation" if state.cfg.cache_dir else None
+            found = measure(state.runner(plat), plat, emulated_image=emulated,
+                            native_image=native, native=host, cache_dir=cache)
+            state.emulation[plat] = found.factor
+        except MultiarchError:
+            from pytest_multiarch.emulation import DEFAULT_FACTOR
+
+            state.emulation[plat] = 1.0 if plat == host else DEFAULT_FACTOR
+        state.set_emulation_factor(plat, state.emulation[plat])
+    return state.emulation[plat]
+
+
+def engine_client(state: State, plat: Platform, what: str) -> Any:
+    """The Docker API client of *plat*'s runner; services with ports need an engine."""
+    client = getattr(state.runner(plat), "client", None)
+    if client is None:
+        raise MultiarchError(
+            f"{what} needs a container engine for {plat}, but the runner is "
+            f"{state.runner(plat).describe(plat)} without one (engine-less rootfs runner). "
+            "Start dockerd or podman, or use --engine=docker"
+        )
+    return client
+
+
 # -- the generated gate checks -----------------------------------------------------------------
 
 

@@ -18,7 +18,14 @@ from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.fixtures import *  # noqa: F403 - registers the public fixtures
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.report import Outcome
-from pytest_multiarch.state import ARCH_ARG, ArchStatus, State, item_platform
+from pytest_multiarch.state import (
+    ARCH_ARG,
+    PAIR_ARG,
+    ArchStatus,
+    State,
+    item_platform,
+    item_platforms,
+)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -40,6 +47,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "xfail_arch(*names, reason='', strict=True): expect this test to fail on these "
         "architectures",
+    )
+    config.addinivalue_line(
+        "markers",
+        "replication_pairs(*pairs): (primary, replica) arch pairs for multiarch_replication, "
+        "e.g. @pytest.mark.replication_pairs(('arm64', 'amd64'))",
     )
     config.addinivalue_line(
         "markers",
@@ -71,6 +83,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if PAIR_ARG in metafunc.fixturenames:
+        _parametrize_pairs(metafunc)
     if ARCH_ARG not in metafunc.fixturenames:
         return
     state = get_state(metafunc.config)
@@ -102,6 +116,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             ),
         )]
     metafunc.parametrize(ARCH_ARG, params, scope="session")
+
+
+def _parametrize_pairs(metafunc: pytest.Metafunc) -> None:
+    """``multiarch_replication``: every ordered pair of requested archs, or the marker's."""
+    state = get_state(metafunc.config)
+    mark = metafunc.definition.get_closest_marker("replication_pairs")
+    if mark is not None:
+        pairs = []
+        for pair in mark.args:
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise pytest.UsageError(
+                    f"pytest-multiarch: @pytest.mark.replication_pairs on "
+                    f"{metafunc.definition.nodeid}: each pair is (primary, replica), got {pair!r}"
+                )
+            try:
+                pairs.append((Platform.parse(str(pair[0])), Platform.parse(str(pair[1]))))
+            except MultiarchError as exc:
+                raise pytest.UsageError(
+                    f"pytest-multiarch: @pytest.mark.replication_pairs on "
+                    f"{metafunc.definition.nodeid}: {exc}"
+                ) from None
+    else:
+        pairs = [(p, r) for p in state.archs for r in state.archs if p != r]
+    if not pairs:
+        pairs = [(state.archs[0], state.archs[0])]  # one arch requested: replicate to itself
+    metafunc.parametrize(
+        PAIR_ARG, pairs, indirect=True,
+        ids=[f"{p.arch_name}-to-{r.arch_name}" for p, r in pairs],
+    )
 
 
 def _marker_archs(node: pytest.Item, name: str) -> set[Platform] | None:
@@ -150,6 +193,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.user_properties.append(("arch", plat.arch_name))
     if item.get_closest_marker("multiarch_static") is not None:
         return  # static checks read the image; they need no emulator
+    for needed in item_platforms(item):
+        _require_available(item, needed)
+
+
+def _require_available(item: pytest.Item, plat: Platform) -> None:
     status: ArchStatus = get_state(item.config).status(plat)
     if status.ok:
         return
@@ -252,6 +300,10 @@ def _row_name(nodeid: str, arch: str) -> str:
     if not sep:
         return nodeid
     parts = params.rstrip("]").split("-")
+    if len(parts) >= 3 and parts[-2] == "to" and parts[-1] == arch:
+        # a replication pair "PRIMARY-to-REPLICA" sits in its replica's column
+        rest = "-".join([*parts[:-3], f"from {parts[-3]}"])
+        return f"{head}[{rest}]"
     if arch in parts:
         parts.remove(arch)
     rest = "-".join(parts)

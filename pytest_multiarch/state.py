@@ -43,8 +43,24 @@ def item_platform(item: Any) -> Platform | None:
         value = callspec.params.get(ARCH_ARG)
         if isinstance(value, Platform):
             return value
+        pair = callspec.params.get(PAIR_ARG)
+        if isinstance(pair, tuple) and isinstance(pair[-1], Platform):
+            return pair[-1]  # a replication pair counts in its replica's column
     value = getattr(item, "multiarch_platform", None)
     return value if isinstance(value, Platform) else None
+
+
+PAIR_ARG = "_multiarch_pair"
+
+
+def item_platforms(item: Any) -> list[Platform]:
+    """Every arch a test item needs: its ``arch``, or both ends of a replication pair."""
+    callspec = getattr(item, "callspec", None)
+    pair = callspec.params.get(PAIR_ARG) if callspec is not None else None
+    if isinstance(pair, tuple):
+        return [p for p in pair if isinstance(p, Platform)]
+    single = item_platform(item)
+    return [single] if single is not None else []
 
 
 _LIVE_STATES: weakref.WeakSet[State] = weakref.WeakSet()
@@ -72,6 +88,8 @@ class State:
     manifests: dict[str, Any] = field(default_factory=dict)
     #: reference text -> OpenedSource (registry client or OCI layout), see images.opened
     sources: dict[str, Any] = field(default_factory=dict)
+    #: measured emulation factor per platform (1.0 native)
+    emulation: dict[Platform, float] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull
     layout_runners: dict[Platform, Runner] = field(default_factory=dict)
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)
@@ -112,10 +130,12 @@ class State:
 
     def header_lines(self) -> list[str]:
         """``multiarch: archs=arm64,s390x (from option); engine=…`` and the binfmt line."""
+        from pytest_multiarch.runners import engine_header
+
         archs = ",".join(p.arch_name for p in self.archs)
         lines = [
             f"multiarch: archs={archs} (from {self.cfg.archs.source}); "
-            f"engine={self.cfg.engine.value} (from {self.cfg.engine.source}); "
+            f"{engine_header(self)}; "
             f"mem_limit={self.cfg.mem_limit}; required={'yes' if self.cfg.arch_required else 'no'}"
         ]
         parts = []
@@ -165,6 +185,12 @@ class State:
                         plat.arch_name, _arch_line(plat.arch_name)
                     ).how = runner.describe()
             return runner
+
+    def set_emulation_factor(self, plat: Platform, factor: float) -> None:
+        """Record *plat*'s emulation factor for the matrix and the report."""
+        self.matrix.arch_lines.setdefault(
+            plat.arch_name, _arch_line(plat.arch_name)
+        ).emulation_factor = factor
 
     def add_closer(self, closer: Any) -> None:
         """Call *closer()* when the session ends (after the runners are cleaned up)."""

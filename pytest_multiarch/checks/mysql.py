@@ -1,0 +1,574 @@
+"""Replication checks: a MariaDB primary on one architecture, a replica on another.
+
+    with replication_pair(client, primary_platform="linux/arm64", replica_platform="linux/amd64",
+                          primary_image=DB_ARM64_PINNED, replica_image=DB_AMD64_PINNED,
+                          session_id="s1") as pair:
+        pair.run_workload(10_000)
+        pair.wait_caught_up()
+        pair.compare().raise_for_mismatch()
+
+GTID replication (``MASTER_USE_GTID=slave_pos``) is configured through pymysql.  Readiness is
+``SELECT 1`` and ``SHOW SLAVE STATUS``; catching up is ``MASTER_GTID_WAIT`` on the primary's
+``gtid_binlog_pos``; comparing is ``CHECKSUM TABLE`` and, on a mismatch, the rows by primary key.
+No pytest import here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from pytest_multiarch.checks import workload
+from pytest_multiarch.checks._containers import (
+    Deadline,
+    as_platform,
+    labels,
+    logs_of,
+    remove_quietly,
+    time_factor,
+)
+from pytest_multiarch.checks.errors import (
+    CheckError,
+    ReplicationBroken,
+    ReplicationLag,
+    ReplicationMismatch,
+    ReplicationRefused,
+)
+from pytest_multiarch.checks.mariadb import DEFAULT_MEM_LIMIT, Account, MariaDBServer, start_mariadb
+from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.platforms import Platform
+
+#: Native seconds (times the replica's emulation factor) for the replica threads to run, and to
+#: reach the primary's GTID position.
+REPLICATING_TIMEOUT = 30.0
+CATCH_UP_TIMEOUT = 60.0
+REPL_USER = "repl"
+PRIMARY_ALIAS = "primary"
+#: IO-thread errors that mean "the primary refuses this user", not "try again".
+_REFUSALS = {
+    1044: "access denied to the database",
+    1045: "access denied (no such user, or a wrong password)",
+    1227: "the user lacks the REPLICATION SLAVE privilege",
+    1698: "access denied (no such user, or a wrong password)",
+}
+MAX_ROW_DIFFERENCES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RowDifference:
+    """One primary key whose row differs; ``columns`` maps column -> (primary, replica) value."""
+
+    table: str
+    key: int
+    columns: tuple[tuple[str, Any, Any], ...]
+
+    def describe(self) -> str:
+        if not self.columns:
+            return f"{self.table} id={self.key}"
+        parts = [
+            f"{name}: {_short(p)} on primary, {_short(r)} on replica" for name, p, r in self.columns
+        ]
+        return f"{self.table} id={self.key}: " + "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TableVerdict:
+    table: str
+    primary_checksum: int | None
+    replica_checksum: int | None
+    primary_rows: int
+    replica_rows: int
+    differing_rows: tuple[RowDifference, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.primary_checksum is not None and self.primary_checksum == self.replica_checksum
+
+    def describe(self) -> str:
+        if self.replica_checksum is None:
+            return f"{self.table}: missing on the replica ({self.primary_rows} rows on the primary)"
+        if self.ok:
+            return f"{self.table}: identical ({self.primary_rows} rows)"
+        return (
+            f"{self.table}: checksum {self.primary_checksum} on primary, "
+            f"{self.replica_checksum} on replica; {self.primary_rows} vs {self.replica_rows} rows"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationVerdict:
+    """What the comparison found, naming both platforms and every table."""
+
+    primary: Platform
+    replica: Platform
+    gtid_position: str
+    tables: tuple[TableVerdict, ...]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.tables) and all(t.ok for t in self.tables)
+
+    @property
+    def mismatched_tables(self) -> tuple[str, ...]:
+        return tuple(t.table for t in self.tables if not t.ok)
+
+    @property
+    def message(self) -> str:
+        head = (
+            f"replication {self.primary} (primary) -> {self.replica} (replica) "
+            f"at GTID {self.gtid_position or '-'}"
+        )
+        if not self.tables:
+            return f"{head}: no tables to compare (run a workload first)"
+        if self.ok:
+            return f"{head}: {len(self.tables)} tables identical: " + ", ".join(
+                f"{t.table} ({t.primary_rows} rows)" for t in self.tables
+            )
+        lines = [
+            f"{head}: {len(self.mismatched_tables)} of {len(self.tables)} tables differ: "
+            f"{', '.join(self.mismatched_tables)}"
+        ]
+        for t in self.tables:
+            lines.append(f"  {t.describe()}")
+            lines += [f"    {d.describe()}" for d in t.differing_rows]
+        return "\n".join(lines)
+
+    def raise_for_mismatch(self) -> None:
+        if not self.ok:
+            raise ReplicationMismatch(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadResult:
+    rows: int
+    first_id: int
+    last_id: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    position: str
+    seconds: float
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class ReplicationPair:
+    """A primary and its replica; both :class:`MariaDBServer`, on one private network."""
+
+    def __init__(
+        self, primary: MariaDBServer, replica: MariaDBServer, repl_password: str, seed: int = 0
+    ) -> None:
+        self.primary = primary
+        self.replica = replica
+        self._repl_password = repl_password
+        self._seed = seed
+        self._next_id = 1
+        self._schema_ready = False
+        #: Logs of both servers, filled when the context exits (for failure reports).
+        self.collected_logs: dict[str, str] = {}
+
+    @property
+    def primary_arch(self) -> str:
+        return self.primary.arch
+
+    @property
+    def replica_arch(self) -> str:
+        return self.replica.arch
+
+    def describe(self) -> str:
+        return f"replica on {self.replica.platform} of primary on {self.primary.platform}"
+
+    def logs(self) -> dict[str, str]:
+        return {self.primary.name: self.primary.logs(), self.replica.name: self.replica.logs()}
+
+    # ---- setup ----
+    def start_replication(self) -> None:
+        """Point the replica at the primary (GTID, slave_pos) and wait until both threads run."""
+        conn = self.replica.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("STOP SLAVE")
+                cur.execute(
+                    "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=3306, MASTER_USER=%s, "
+                    "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+                    (PRIMARY_ALIAS, REPL_USER, self._repl_password),
+                )
+                cur.execute("START SLAVE")
+        finally:
+            conn.close()
+        self.wait_replicating()
+
+    def replica_status(self) -> dict[str, Any]:
+        conn = self.replica.connect()
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("SHOW SLAVE STATUS")
+                status = cur.fetchone()
+                cur.execute("SELECT @@GLOBAL.gtid_slave_pos AS pos")
+                pos = cur.fetchone()
+        finally:
+            conn.close()
+        if status is None:
+            raise ReplicationBroken(f"{self.describe()}: the replica has no replication configured")
+        return {**status, "gtid_slave_pos": pos["pos"] if pos else ""}
+
+    def wait_replicating(self, timeout: float | None = None) -> float:
+        """Wait until Slave_IO_Running and Slave_SQL_Running are Yes; raise on refusal or error."""
+        budget = (REPLICATING_TIMEOUT if timeout is None else timeout) * self.replica.time_factor
+        deadline = Deadline(budget)
+        while True:
+            status = self.replica_status()
+            self._raise_for_status(status)
+            if status["Slave_IO_Running"] == "Yes" and status["Slave_SQL_Running"] == "Yes":
+                return deadline.elapsed
+            if deadline.expired:
+                raise ReplicationBroken(
+                    f"{self.describe()}: replication threads not running after "
+                    f"{deadline.elapsed:.1f}s ({self._status_text(status)}). "
+                    "Hint: read both server logs",
+                    self.logs(),
+                )
+            time.sleep(0.5)
+
+    def _raise_for_status(self, status: dict[str, Any], io_errors_fatal: bool = False) -> None:
+        io_errno, sql_errno = (
+            int(status.get("Last_IO_Errno") or 0),
+            int(status.get("Last_SQL_Errno") or 0),
+        )
+        if io_errno in _REFUSALS:
+            raise ReplicationRefused(
+                f"{self.describe()}: the primary refuses replication user {REPL_USER!r} - "
+                f"{_REFUSALS[io_errno]} (IO error {io_errno}: {status.get('Last_IO_Error')}). "
+                f"Hint: on the primary, CREATE USER {REPL_USER!r} and "
+                "GRANT REPLICATION SLAVE ON *.* to it",
+                self.logs(),
+            )
+        if sql_errno:
+            raise ReplicationBroken(
+                f"{self.describe()}: the replica's SQL thread stopped with error {sql_errno}: "
+                f"{status.get('Last_SQL_Error')}. Hint: the replica diverged from the primary "
+                "(a write made on the replica directly?)",
+                self.logs(),
+            )
+        if io_errno and io_errors_fatal:
+            raise ReplicationBroken(
+                f"{self.describe()}: IO error {io_errno}: {status.get('Last_IO_Error')}",
+                self.logs(),
+            )
+
+    @staticmethod
+    def _status_text(status: dict[str, Any]) -> str:
+        keys = (
+            "Slave_IO_Running",
+            "Slave_SQL_Running",
+            "Seconds_Behind_Master",
+            "gtid_slave_pos",
+            "Last_IO_Error",
+            "Last_SQL_Error",
+        )
+        return ", ".join(f"{k}={status.get(k)!r}" for k in keys if status.get(k) not in (None, ""))
+
+    # ---- workload ----
+    def _ensure_schema(self, conn: Any) -> None:
+        if self._schema_ready:
+            return
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{workload.DATABASE}`")
+            for table, columns in workload.SCHEMA.items():
+                cur.execute(f"CREATE TABLE IF NOT EXISTS `{workload.DATABASE}`.`{table}` {columns}")
+        self._schema_ready = True
+
+    def run_workload(
+        self,
+        rows: int = 1000,
+        *,
+        batch: int = 300,
+        fault: Callable[[], object] | None = None,
+        fault_at: float = 0.5,
+    ) -> WorkloadResult:
+        """Write ``rows`` rows (spread over the workload tables) to the primary, ``batch`` rows per
+        transaction.  ``fault``, if given, starts in a thread once ``fault_at`` of the rows are
+        written, while the writes go on; its exception, if any, is raised at the end."""
+        deadline = Deadline(0)
+        first = self._next_id
+        fault_thread: threading.Thread | None = None
+        fault_error: list[BaseException] = []
+
+        def run_fault() -> None:
+            assert fault is not None
+            try:
+                fault()
+            except BaseException as exc:  # handed to the caller below
+                fault_error.append(exc)
+
+        conn = self.primary.connect()
+        try:
+            self._ensure_schema(conn)
+            conn.autocommit(False)
+            with conn.cursor() as cur:
+                cur.execute("SET time_zone = '+00:00'")
+                written = 0
+                while written < rows:
+                    if fault is not None and fault_thread is None and written >= rows * fault_at:
+                        fault_thread = threading.Thread(target=run_fault, name="replication-fault")
+                        fault_thread.start()
+                    size = min(batch, rows - written)
+                    by_table: dict[str, list[tuple[Any, ...]]] = {}
+                    for n in range(self._next_id, self._next_id + size):
+                        by_table.setdefault(workload.table_of(n), []).append(
+                            workload.row(n, self._seed)
+                        )
+                    for table, values in by_table.items():
+                        cur.executemany(workload.insert_sql(table), values)
+                    conn.commit()
+                    self._next_id += size
+                    written += size
+        finally:
+            conn.close()
+            if fault_thread is not None:
+                fault_thread.join()
+        if fault is not None and fault_thread is None:  # zero rows: still run the fault
+            run_fault()
+        if fault_error:
+            raise fault_error[0]
+        return WorkloadResult(rows, first, self._next_id - 1, deadline.elapsed)
+
+    def wait_caught_up(self, timeout: float | None = None) -> CatchUp:
+        """Wait (MASTER_GTID_WAIT, in slices) until the replica has applied the primary's
+        ``gtid_binlog_pos``; raise :class:`ReplicationLag` after ``timeout`` native seconds times
+        the replica's emulation factor, or at once when a replication thread fails."""
+        position = str(self.primary.query("SELECT @@GLOBAL.gtid_binlog_pos")[0][0] or "")
+        budget = (CATCH_UP_TIMEOUT if timeout is None else timeout) * self.replica.time_factor
+        deadline = Deadline(budget)
+        if not position:
+            return CatchUp("", 0.0)
+        while True:
+            wait = max(1, min(5, int(deadline.remaining)))
+            result = self.replica.query("SELECT MASTER_GTID_WAIT(%s, %s)", (position, wait))[0][0]
+            if result == 0:
+                return CatchUp(position, deadline.elapsed)
+            status = self.replica_status()
+            self._raise_for_status(status)
+            if deadline.expired:
+                raise ReplicationLag(
+                    f"{self.describe()} did not reach the primary's GTID position {position} "
+                    f"within {deadline.elapsed:.1f}s (timeout {budget:.0f}s = "
+                    f"{budget / self.replica.time_factor:.0f}s x emulation factor "
+                    f"{self.replica.time_factor:g}); {self._status_text(status)}. "
+                    "Hint: the replica may just be slow under emulation; read both logs",
+                    self.logs(),
+                )
+
+    # ---- comparison ----
+    def tables(self) -> list[str]:
+        rows = self.primary.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "ORDER BY table_name",
+            (workload.DATABASE,),
+        )
+        return [str(r[0]) for r in rows]
+
+    def compare_tables(self, tables: Sequence[str] | None = None) -> ReplicationVerdict:
+        """CHECKSUM TABLE on both sides; for a mismatch, the differing rows by primary key."""
+        position = str(self.primary.query("SELECT @@GLOBAL.gtid_binlog_pos")[0][0] or "")
+        verdicts = []
+        replica_tables = set(self._replica_tables())
+        for table in tables if tables is not None else self.tables():
+            qualified = f"`{workload.DATABASE}`.`{table}`"
+            p_sum = self.primary.query(f"CHECKSUM TABLE {qualified} EXTENDED")[0][1]
+            p_rows = int(self.primary.query(f"SELECT COUNT(*) FROM {qualified}")[0][0])
+            if table not in replica_tables:
+                verdicts.append(TableVerdict(table, p_sum, None, p_rows, 0))
+                continue
+            r_sum = self.replica.query(f"CHECKSUM TABLE {qualified} EXTENDED")[0][1]
+            r_rows = int(self.replica.query(f"SELECT COUNT(*) FROM {qualified}")[0][0])
+            diffs: tuple[RowDifference, ...] = ()
+            if p_sum != r_sum:
+                diffs = self._row_differences(table)
+            verdicts.append(TableVerdict(table, p_sum, r_sum, p_rows, r_rows, diffs))
+        return ReplicationVerdict(
+            self.primary.platform, self.replica.platform, position, tuple(verdicts)
+        )
+
+    compare = compare_tables
+
+    def _replica_tables(self) -> list[str]:
+        rows = self.replica.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (workload.DATABASE,),
+        )
+        return [str(r[0]) for r in rows]
+
+    def _row_differences(self, table: str) -> tuple[RowDifference, ...]:
+        sql = f"SELECT * FROM `{workload.DATABASE}`.`{table}` ORDER BY id"
+        primary, columns = _rows_by_key(self.primary, sql)
+        replica, _ = _rows_by_key(self.replica, sql)
+        found: list[RowDifference] = []
+        for key in sorted(primary.keys() | replica.keys()):
+            p, r = primary.get(key), replica.get(key)
+            if p is None or r is None:
+                found.append(
+                    RowDifference(
+                        table,
+                        key,
+                        (("<row>", "present" if p else "absent", "present" if r else "absent"),),
+                    )
+                )
+            elif [_normal(v) for v in p] != [_normal(v) for v in r]:
+                cols = tuple(
+                    (c, a, b)
+                    for c, a, b in zip(columns, p, r, strict=True)
+                    if _normal(a) != _normal(b)
+                )
+                found.append(RowDifference(table, key, cols))
+            if len(found) >= MAX_ROW_DIFFERENCES:
+                break
+        return tuple(found)
+
+    def pause_replication(self) -> None:
+        """``STOP SLAVE``: the primary keeps writing, the replica falls behind."""
+        self.replica.query("STOP SLAVE")
+
+    def resume_replication(self) -> None:
+        """``START SLAVE`` and wait until both replica threads run again."""
+        self.replica.query("START SLAVE")
+        self.wait_replicating()
+
+    # ---- faults ----
+    def restart_replica(self, kill: bool = False) -> float:
+        """Stop (SIGTERM, or SIGKILL with ``kill``) and start the replica; wait until it answers and
+        replicates again.  Returns the seconds it was away."""
+        deadline = Deadline(0)
+        self.replica.restart(kill=kill)
+        self.wait_replicating()
+        return deadline.elapsed
+
+    def restart_primary(self, kill: bool = False) -> float:
+        """Stop and start the primary; wait until it answers and the replica reconnects."""
+        deadline = Deadline(0)
+        self.primary.restart(kill=kill)
+        self.wait_replicating()
+        return deadline.elapsed
+
+
+def _rows_by_key(server: MariaDBServer, sql: str) -> tuple[dict[int, tuple[Any, ...]], list[str]]:
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            cur.execute(sql)
+            columns = [d[0] for d in cur.description]
+            return {int(r[0]): tuple(r) for r in cur.fetchall()}, columns
+    finally:
+        conn.close()
+
+
+def _normal(value: Any) -> Any:
+    """Exact comparison: floats by bit pattern (so -0.0 != 0.0), everything else as is."""
+    return ("float", value.hex()) if isinstance(value, float) else value
+
+
+@contextmanager
+def replication_pair(
+    client: Any,
+    *,
+    primary_platform: Platform | str,
+    replica_platform: Platform | str,
+    primary_image: str,
+    replica_image: str,
+    session_id: str,
+    emulation_factor: float | None = None,
+    refuse_replication_user: bool = False,
+    mem_limit: str = DEFAULT_MEM_LIMIT,
+    seed: int = 0,
+) -> Iterator[ReplicationPair]:
+    """Start a primary (``primary_image`` on ``primary_platform``) and a replica, configure GTID
+    replication and wait until it runs; yield a :class:`ReplicationPair`.
+
+    Images are pinned refs of the right variant.  With ``refuse_replication_user`` the primary has
+    no replication user, which must give :class:`ReplicationRefused`.  Both containers (memory
+    limited) and the network carry the session labels and are removed on exit, interrupts included.
+    """
+    p_plat, r_plat = as_platform(primary_platform), as_platform(replica_platform)
+    created: list[Any] = []
+    networks: list[Any] = []
+    repl_password = secrets.token_hex(12)
+    pair: ReplicationPair | None = None
+    try:
+        network = client.networks.create(
+            f"pma-{session_id}-repl-{secrets.token_hex(3)}",
+            driver="bridge",
+            labels=labels(session_id, "network", p_plat),
+        )
+        networks.append(network)
+        repl = (
+            []
+            if refuse_replication_user
+            else [
+                Account(REPL_USER, repl_password, ("REPLICATION SLAVE, REPLICATION CLIENT ON *.*",))
+            ]
+        )
+        # Both start at once and are then probed: two emulated start-ups overlap.
+        primary = start_mariadb(
+            client,
+            image=primary_image,
+            platform=p_plat,
+            network=network,
+            alias=PRIMARY_ALIAS,
+            role="primary",
+            session_id=session_id,
+            created=created,
+            mem_limit=mem_limit,
+            time_factor=time_factor(client, p_plat, emulation_factor),
+            server_id=1,
+            accounts=repl,
+            wait=False,
+        )
+        replica = start_mariadb(
+            client,
+            image=replica_image,
+            platform=r_plat,
+            network=network,
+            alias="replica",
+            role="replica",
+            session_id=session_id,
+            created=created,
+            mem_limit=mem_limit,
+            time_factor=time_factor(client, r_plat, emulation_factor),
+            server_id=2,
+            wait=False,
+        )
+        primary.wait_ready()
+        replica.wait_ready()
+        pair = ReplicationPair(primary, replica, repl_password, seed)
+        pair.start_replication()
+        yield pair
+    except MultiarchError as exc:
+        logs = {c.name: logs_of(c, tail=40) for c in created}
+        if isinstance(exc, CheckError):
+            for name, text in logs.items():
+                exc.logs.setdefault(name, text)
+        for name, text in logs.items():
+            exc.add_note(f"--- last log lines of {name} ---\n{text.rstrip()}")
+        raise
+    finally:
+        if pair is not None:
+            pair.collected_logs.update({c.name: logs_of(c) for c in created})
+        remove_quietly(reversed(created))
+        remove_quietly(networks)

@@ -1,0 +1,478 @@
+"""REST checks: a service container for one platform, its MariaDB on a private network, a real
+HTTP readiness probe, and a structural comparison of answers across architectures.
+
+    with rest_service(client, platform="linux/arm64", service_image=SVC_ARM64_PINNED,
+                      db_image=DB_ARM64_PINNED, session_id="s1") as svc:
+        svc.session.get("/offerings")          # a requests.Session bound to the base URL
+
+    compare_responses({"amd64": r1, "arm64": r2}, reference_arch="amd64").raise_for_differences()
+
+Images are passed pinned (``repo@sha256:<variant digest>``): engines key their local store by tag,
+not platform, and would run another arch's cached image for a tag.  No pytest import here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from pytest_multiarch.checks._containers import (
+    Deadline,
+    as_platform,
+    ensure_image,
+    exit_problem,
+    labels,
+    logs_of,
+    published_port,
+    remove_quietly,
+    time_factor,
+)
+from pytest_multiarch.checks.errors import CheckError, NotReady, ResponsesDiffer, ServiceUnavailable
+from pytest_multiarch.checks.mariadb import DEFAULT_MEM_LIMIT, Account, MariaDBServer, start_mariadb
+from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.platforms import Platform
+
+#: Native seconds for the service to answer its health probe with 200 (times the emulation factor).
+READY_TIMEOUT = 20.0
+REQUEST_TIMEOUT = 10.0
+SERVICE_MEM_LIMIT = "256m"
+DB_ALIAS = "db"
+DB_NAME = "offerings"
+
+
+class BaseUrlSession(requests.Session):
+    """A ``requests.Session`` that resolves paths (``"/offerings"``) against ``base_url``."""
+
+    def __init__(self, base_url: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        if isinstance(url, str) and url.startswith("/"):
+            url = self.base_url + url
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+@dataclass(slots=True)
+class RestService:
+    """A running service for one platform.  ``collected_logs`` is filled when the context exits."""
+
+    platform: Platform
+    image: str
+    container: Any
+    base_url: str
+    session: BaseUrlSession
+    database: MariaDBServer | None
+    time_factor: float
+    health_path: str = "/healthz"
+    ready_seconds: float = 0.0
+    collected_logs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def arch(self) -> str:
+        return self.platform.architecture
+
+    def describe(self) -> str:
+        return f"service {self.image} on {self.platform}"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> requests.Response:
+        return self.session.post(path, json=json, **kwargs)
+
+    def logs(self) -> dict[str, str]:
+        """Current logs of the service and its database (name -> text)."""
+        found = {self.container.name: logs_of(self.container)}
+        if self.database is not None:
+            found[self.database.name] = self.database.logs()
+        return found
+
+    def stop_database(self) -> None:
+        """Stop the database container (to check how the service behaves without it)."""
+        if self.database is None:
+            raise CheckError(f"{self.describe()} was started without a database")
+        self.database.stop()
+
+    def check_health(self) -> requests.Response:
+        """GET the health path; raise :class:`ServiceUnavailable` on 503, :class:`CheckError` on
+        anything else but 200."""
+        resp = self.get(self.health_path)
+        if resp.status_code == 200:
+            return resp
+        db = self.database.describe() if self.database else "no database container"
+        if resp.status_code == 503:
+            raise ServiceUnavailable(
+                f"{self.describe()} answers 503 on GET {self.health_path}: {_error_text(resp)}; "
+                f"its database ({db}) is unreachable. Hint: check that the database container "
+                "runs and that the service's DB host/port/credentials point at it",
+                self.logs(),
+            )
+        raise CheckError(
+            f"{self.describe()} answers {resp.status_code} on GET {self.health_path}: "
+            f"{_error_text(resp)}. Hint: read the service log",
+            self.logs(),
+        )
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:300] or "<empty body>"
+    if isinstance(body, dict) and "error" in body:
+        return ": ".join(str(body[k]) for k in ("error", "detail") if body.get(k))
+    return json.dumps(body)[:300]
+
+
+@contextmanager
+def rest_service(
+    client: Any,
+    *,
+    platform: Platform | str,
+    service_image: str,
+    db_image: str,
+    session_id: str,
+    db_platform: Platform | str | None = None,
+    emulation_factor: float | None = None,
+    with_database: bool = True,
+    require_healthy: bool = True,
+    ready_timeout: float = READY_TIMEOUT,
+    service_port: int = 8080,
+    health_path: str = "/healthz",
+    env_prefix: str = "OFFERINGS_",
+    extra_env: Mapping[str, str] | None = None,
+    mem_limit: str = SERVICE_MEM_LIMIT,
+    db_mem_limit: str = DEFAULT_MEM_LIMIT,
+) -> Iterator[RestService]:
+    """Start the service for ``platform`` (and MariaDB for ``db_platform``, default the same) on
+    a private labelled network, wait until ``GET health_path`` answers 200, yield the
+    :class:`RestService`.
+
+    The service learns its database from ``{env_prefix}DB_HOST``/``DB_PORT``/``DB_USER``/
+    ``DB_PASSWORD``/``DB_NAME`` and its port from ``{env_prefix}LISTEN_PORT``.  With
+    ``with_database=False`` no database runs (the DB host does not resolve); with
+    ``require_healthy=False`` any HTTP answer counts as ready.  Timeouts are native seconds times
+    the emulation factor (measured by the caller; a default when ``None``).  Containers and the
+    network carry the session labels and are removed on exit, KeyboardInterrupt included.
+    """
+    plat = as_platform(platform)
+    db_plat = as_platform(db_platform) if db_platform is not None else plat
+    factor = time_factor(client, plat, emulation_factor)
+    created: list[Any] = []
+    networks: list[Any] = []
+    service: RestService | None = None
+    try:
+        network = client.networks.create(
+            f"pma-{session_id}-rest-{secrets.token_hex(3)}",
+            driver="bridge",
+            labels=labels(session_id, "network", plat),
+        )
+        networks.append(network)
+        password = secrets.token_hex(12)
+        database = None
+        if with_database:
+            database = start_mariadb(
+                client,
+                image=db_image,
+                platform=db_plat,
+                network=network,
+                alias=DB_ALIAS,
+                role="db",
+                session_id=session_id,
+                time_factor=time_factor(client, db_plat, emulation_factor),
+                created=created,
+                accounts=[Account("service", password, (f"ALL ON `{DB_NAME}`.*",))],
+                databases=[DB_NAME],
+                mem_limit=db_mem_limit,
+            )
+        ensure_image(client, service_image, plat)
+        env = {
+            f"{env_prefix}DB_HOST": DB_ALIAS,
+            f"{env_prefix}DB_PORT": "3306",
+            f"{env_prefix}DB_USER": "service",
+            f"{env_prefix}DB_PASSWORD": password,
+            f"{env_prefix}DB_NAME": DB_NAME,
+            f"{env_prefix}LISTEN_PORT": str(service_port),
+            **(extra_env or {}),
+        }
+        container = client.containers.create(
+            service_image,
+            platform=str(plat),
+            name=f"pma-{session_id}-service-{secrets.token_hex(3)}",
+            labels=labels(session_id, "service", plat),
+            environment=env,
+            mem_limit=mem_limit,
+            memswap_limit=mem_limit,
+            ports={f"{service_port}/tcp": ("127.0.0.1", None)},
+            network=network.name,
+        )
+        created.append(container)
+        container.start()
+        base_url = f"http://127.0.0.1:{published_port(container, f'{service_port}/tcp')}"
+        service = RestService(
+            plat,
+            service_image,
+            container,
+            base_url,
+            BaseUrlSession(base_url, REQUEST_TIMEOUT * factor),
+            database,
+            factor,
+            health_path,
+        )
+        service.ready_seconds = _wait_http(service, ready_timeout, require_healthy)
+        yield service
+    except MultiarchError as exc:
+        _attach_logs(exc, created)
+        raise
+    finally:
+        collected = {c.name: logs_of(c) for c in created}
+        if service is not None:
+            service.collected_logs.update(collected)
+            service.session.close()
+        remove_quietly(reversed(created))
+        remove_quietly(networks)
+
+
+def _attach_logs(exc: MultiarchError, containers: Sequence[Any]) -> None:
+    logs = {c.name: logs_of(c, tail=40) for c in containers}
+    if isinstance(exc, CheckError):
+        for name, text in logs.items():
+            exc.logs.setdefault(name, text)
+    for name, text in logs.items():
+        exc.add_note(f"--- last log lines of {name} ---\n{text.rstrip()}")
+
+
+def _wait_http(service: RestService, timeout: float, require_healthy: bool) -> float:
+    budget = timeout * service.time_factor
+    deadline = Deadline(budget)
+    status: int | None = None
+    last = "no answer yet"
+    while True:
+        problem = exit_problem(
+            service.container, service.image, service.platform, logs_of(service.container)
+        )
+        if problem is not None:
+            raise problem
+        try:
+            resp = requests.get(
+                service.base_url + service.health_path,
+                timeout=max(1.0, min(REQUEST_TIMEOUT * service.time_factor, deadline.remaining)),
+            )
+            status, last = resp.status_code, f"{resp.status_code} {_error_text(resp)}"
+            if status == 200 or not require_healthy:
+                return deadline.elapsed
+        except requests.RequestException as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if deadline.expired:
+            where = (
+                f"{service.describe()}: GET {service.health_path} did not answer 200 within "
+                f"{deadline.elapsed:.1f}s (timeout {budget:.0f}s = {timeout:.0f}s x emulation "
+                f"factor {service.time_factor:g}); last answer: {last}"
+            )
+            if status == 503:
+                raise ServiceUnavailable(
+                    f"{where}. Hint: the service runs but cannot reach its database "
+                    f"({service.database.describe() if service.database else 'none started'})",
+                    service.logs(),
+                )
+            raise NotReady(
+                f"{where}. Hint: read the service log; under qemu-user a slow start may need a "
+                "larger emulation factor",
+                service.logs(),
+            )
+        time.sleep(0.3)
+
+
+# ---- comparing answers across architectures ----
+
+_MISSING = "<missing>"
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One place where an arch's answer differs from the reference arch's."""
+
+    where: str  # "status", "header Content-Type", "$[0].price", "body"
+    reference: Any
+    actual: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Per-arch differences from the reference arch (an empty tuple where the answers agree)."""
+
+    request: str
+    reference_arch: str
+    differences: Mapping[str, tuple[Difference, ...]]
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.differences.values())
+
+    @property
+    def differing_archs(self) -> tuple[str, ...]:
+        return tuple(arch for arch, diffs in self.differences.items() if diffs)
+
+    @property
+    def message(self) -> str:
+        agree = [a for a, d in self.differences.items() if not d]
+        if self.ok:
+            return (
+                f"{self.request} answers the same on {', '.join(agree)} as on {self.reference_arch}"
+            )
+        lines = [
+            f"{self.request} answers differently than on {self.reference_arch} (reference) on "
+            f"{', '.join(self.differing_archs)}"
+            + (f"; same on {', '.join(agree)}" if agree else "")
+        ]
+        for arch in self.differing_archs:
+            for diff in self.differences[arch]:
+                lines.append(
+                    f"  {arch}: {diff.where}: {_show(diff.actual)} "
+                    f"(on {self.reference_arch}: {_show(diff.reference)})"
+                )
+        return "\n".join(lines)
+
+    def raise_for_differences(self) -> None:
+        if not self.ok:
+            raise ResponsesDiffer(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _show(value: Any) -> str:
+    text = (
+        value
+        if value is _MISSING
+        else json.dumps(value, ensure_ascii=False)
+        if not isinstance(value, float)
+        else repr(value)
+    )
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def compare_responses(
+    responses: Mapping[str, requests.Response] | Mapping[Platform, requests.Response],
+    reference_arch: str | Platform,
+    *,
+    headers: Sequence[str] = ("Content-Type",),
+    ignore: Sequence[str] = (),
+    max_differences: int = 20,
+) -> Comparison:
+    """Compare every arch's answer with ``reference_arch``'s: status, the named headers and the body
+    (JSON structurally: keys, key order, list lengths, value types and values; floats exactly, so
+    ``-0.0`` differs from ``0.0``).  ``ignore`` lists JSON paths (``"$[0].created_at"``) to skip."""
+    by_arch = {_arch_key(k): v for k, v in responses.items()}
+    ref_key = _arch_key(reference_arch)
+    if ref_key not in by_arch:
+        raise CheckError(
+            f"no response from reference arch {ref_key}; responses came from {', '.join(by_arch)}"
+        )
+    ref = by_arch[ref_key]
+    request = (
+        f"{ref.request.method} {urlsplit(ref.url).path}" if ref.request is not None else ref.url
+    )
+    differences: dict[str, tuple[Difference, ...]] = {}
+    for arch, resp in by_arch.items():
+        if arch == ref_key:
+            continue
+        found: list[Difference] = []
+        if resp.status_code != ref.status_code:
+            found.append(Difference("status", ref.status_code, resp.status_code))
+        for name in headers:
+            want, got = ref.headers.get(name, _MISSING), resp.headers.get(name, _MISSING)
+            if want != got:
+                found.append(Difference(f"header {name}", want, got))
+        _diff_bodies(ref, resp, found, set(ignore))
+        differences[arch] = tuple(found[:max_differences])
+    return Comparison(request, ref_key, differences)
+
+
+def _arch_key(key: str | Platform) -> str:
+    return key.architecture if isinstance(key, Platform) else str(key)
+
+
+def _diff_bodies(
+    ref: requests.Response, resp: requests.Response, out: list[Difference], ignore: set[str]
+) -> None:
+    try:
+        want, got = ref.json(), resp.json()
+    except ValueError:
+        if ref.content != resp.content:
+            out.append(Difference("body", ref.text[:200], resp.text[:200]))
+        return
+    _diff_json(want, got, "$", out, ignore)
+
+
+def _diff_json(want: Any, got: Any, path: str, out: list[Difference], ignore: set[str]) -> None:
+    if path in ignore:
+        return
+    if isinstance(want, dict) and isinstance(got, dict):
+        for key in want:
+            child = f"{path}.{key}"
+            if key not in got:
+                if child not in ignore:
+                    out.append(Difference(child, want[key], _MISSING))
+            else:
+                _diff_json(want[key], got[key], child, out, ignore)
+        for key in got:
+            if key not in want and f"{path}.{key}" not in ignore:
+                out.append(Difference(f"{path}.{key}", _MISSING, got[key]))
+        shared_want = [k for k in want if k in got]
+        shared_got = [k for k in got if k in want]
+        if shared_want != shared_got:
+            out.append(Difference(f"{path} key order", shared_want, shared_got))
+    elif isinstance(want, list) and isinstance(got, list):
+        if len(want) != len(got):
+            out.append(Difference(f"{path} length", len(want), len(got)))
+        for i, (a, b) in enumerate(zip(want, got, strict=False)):
+            _diff_json(a, b, f"{path}[{i}]", out, ignore)
+    elif type(want) is not type(got) or not _same_scalar(want, got):
+        out.append(Difference(path, want, got))
+
+
+def _same_scalar(a: Any, b: Any) -> bool:
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or a.hex() == b.hex()
+    return bool(a == b)
+
+
+@dataclass(slots=True)
+class RestFleet:
+    """The same service running on several archs at once, for asking all of them one question."""
+
+    services: Mapping[str, RestService]
+    reference_arch: str
+
+    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, requests.Response]:
+        """Send the same request to every arch; answers keyed by arch name."""
+        return {
+            arch: svc.session.request(method, path, **kwargs)
+            for arch, svc in self.services.items()
+        }
+
+    def compare(self, method: str, path: str, **kwargs: Any) -> Comparison:
+        """Ask every arch and compare each answer with the reference arch's."""
+        return compare_responses(self.request(method, path, **kwargs), self.reference_arch)
+
+    def assert_same(self, method: str, path: str, **kwargs: Any) -> dict[str, requests.Response]:
+        """Ask every arch; raise :class:`ResponsesDiffer` naming each arch that answers
+        differently from the reference arch. Returns the answers."""
+        answers = self.request(method, path, **kwargs)
+        compare_responses(answers, self.reference_arch).raise_for_differences()
+        return answers
