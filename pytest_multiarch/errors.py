@@ -83,6 +83,10 @@ class OutOfMemory(RunnerError):
     """The container was killed by the kernel for exceeding its memory limit."""
 
 
+class UlimitRefused(RunnerError):
+    """The engine's runtime could not set a ulimit (``error setting rlimit type N``)."""
+
+
 class RemoteHostUnavailable(RunnerError):
     """A remote engine named with ``--arch-host`` did not answer."""
 

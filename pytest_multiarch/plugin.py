@@ -253,6 +253,7 @@ class MatrixRecorder:
         arch = props.get("arch")
         if not isinstance(arch, str):
             return
+        self.state.matrix.add_time(arch, report.duration)
         relevant = (
             report.when == "call"
             or (report.when == "setup" and not report.passed)

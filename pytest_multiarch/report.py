@@ -65,10 +65,12 @@ class Matrix:
             o for o in self.outcomes if not (o.test == outcome.test and o.arch == outcome.arch)
         ]
         self.outcomes.append(outcome)
-        line = self.arch_lines.setdefault(outcome.arch, ArchInfoLine(outcome.arch))
-        line.wall_time += outcome.duration
         if outcome.arch not in self.archs:
             self.archs.append(outcome.arch)
+
+    def add_time(self, arch: str, seconds: float) -> None:
+        """Count *seconds* of setup, call or teardown towards *arch*'s wall time."""
+        self.arch_lines.setdefault(arch, ArchInfoLine(arch)).wall_time += seconds
 
     def extend(self, outcomes: Iterable[Outcome]) -> None:
         """Record several outcomes (e.g. those sent back by xdist workers)."""
@@ -114,7 +116,11 @@ class Matrix:
                     if o.failure_class and o.outcome in ("failed", "error"):
                         text += f" {o.failure_class}"
                     cells[test, arch] = text
-        col = {a: max(len(a), *(len(cells[t, a]) for t in tests)) for a in archs}
+        totals = self.totals()
+        total_text = {a: _fmt_totals(totals.get(a, {})) for a in archs}
+        col = {
+            a: max(len(a), len(total_text[a]), *(len(cells[t, a]) for t in tests)) for a in archs
+        }
         name_width = max(len("test"), *(len(t) for t in tests))
         budget = max(20, width - sum(col.values()) - 3 * len(archs) - 1)
         name_width = min(name_width, budget)
@@ -128,15 +134,15 @@ class Matrix:
         lines = [row("test", archs), "-" * len(row("test", archs))]
         lines += [row(t, [cells[t, a] for a in archs]) for t in tests]
         lines.append("-" * len(lines[0]))
-        totals = self.totals()
-        lines.append(row("totals", [_fmt_totals(totals.get(a, {})) for a in archs]))
+        lines.append(row("totals", [total_text[a] for a in archs]))
         for arch in archs:
             info = self.arch_lines.get(arch, ArchInfoLine(arch))
             factor = (
                 f", emulation factor {info.emulation_factor:.1f}x"
                 if info.emulation_factor is not None else ""
             )
-            lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in tests")
+            lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
+                         "(setup, call and teardown)")
         return lines
 
     def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

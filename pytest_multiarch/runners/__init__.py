@@ -1,26 +1,27 @@
 """Runners: execute a variant's commands on an engine (local or remote) or without one.
 
-* :class:`~pytest_multiarch.runners.engine.EngineRunner` — Docker API, ``unix://``, ``tcp://``,
-  ``ssh://``; services with ports.
+* :class:`~pytest_multiarch.runners.engine.EngineRunner` — Docker API (Docker or podman),
+  ``unix://``, ``tcp://``, ``ssh://``; services with ports.
 * :class:`~pytest_multiarch.runners.rootfs.RootfsRunner` — no engine: proot/chroot on the unpacked
   layers; one-shot commands only.
 
-:func:`make_default_runner` picks one for a platform from the session's settings.
+:func:`make_default_runner` picks one for a platform from the session's settings; which engine
+``--engine`` means here is :func:`pytest_multiarch.engines.detect`'s answer, taken once per session.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
-from pytest_multiarch.errors import EngineUnavailable
+from pytest_multiarch.engines import EngineChoice, PodmanService, detect
+from pytest_multiarch.errors import EngineUnavailable, MultiarchError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Runner, Session
 
-__all__ = ["PODMAN_SOCKETS", "make_default_runner"]
-
-#: Where ``--engine=podman`` looks for ``podman system service`` (root, then rootless).
-PODMAN_SOCKETS = ("/run/podman/podman.sock", "{runtime}/podman/podman.sock")
+__all__ = ["engine_choice", "engine_header", "make_default_runner"]
 
 
 class _Settings(Protocol):
@@ -37,25 +38,36 @@ class _State(Protocol):
     def registry(self) -> Any: ...
 
 
-def _podman_url() -> str:
-    import os
+# One engine choice and at most one private podman service per session state.
+_LOCK = threading.Lock()
+_CHOICES: weakref.WeakKeyDictionary[Any, EngineChoice] = weakref.WeakKeyDictionary()
+_SERVICES: weakref.WeakKeyDictionary[Any, PodmanService] = weakref.WeakKeyDictionary()
 
-    runtime = os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
-    for candidate in PODMAN_SOCKETS:
-        path = Path(candidate.format(runtime=runtime))
-        if path.exists():
-            return f"unix://{path}"
-    raise EngineUnavailable(
-        "--engine=podman but no podman API socket at /run/podman/podman.sock or "
-        f"{runtime}/podman/podman.sock. Start one: podman system service --time=0 "
-        "unix:///run/podman/podman.sock &"
-    )
+
+def engine_choice(state: _State) -> EngineChoice:
+    """The engine ``--engine`` means for this session, detected once (EngineUnavailable)."""
+    with _LOCK:
+        choice = _CHOICES.get(state)
+        if choice is None:
+            choice = detect(str(state.cfg.engine.value))
+            _CHOICES[state] = choice
+        return choice
+
+
+def engine_header(state: _State) -> str:
+    """``engine=podman unix:///run/podman/podman.sock (from option; …)`` for the report header."""
+    source = state.cfg.engine.source
+    try:
+        return "engine=" + engine_choice(state).describe(source)
+    except MultiarchError as exc:
+        return f"engine={state.cfg.engine.value} (from {source}; UNAVAILABLE: {exc})"
 
 
 def make_default_runner(state: _State, platform: Platform) -> Runner:
     """The runner for *platform*: its ``--arch-host`` engine, else per ``--engine``.
 
-    ``auto`` uses the local Docker engine and falls back to the rootfs runner when none answers.
+    ``auto`` uses the engine :func:`~pytest_multiarch.engines.detect` found and falls back to the
+    rootfs runner when none answers (or the one found stops answering).
     """
     cfg = state.cfg
     session = Session.new(state.session_id)
@@ -67,23 +79,42 @@ def make_default_runner(state: _State, platform: Platform) -> Runner:
         reap_stale(runner)  # leftovers of a crashed earlier session on that engine
         return runner
     engine = str(cfg.engine.value)
-    if engine != "rootfs":
-        from pytest_multiarch.runners.engine import EngineRunner, reap_stale
-
+    choice = engine_choice(state)  # --engine=podman without any podman raises here
+    if choice.kind != "rootfs":
         try:
-            runner = EngineRunner(
-                _podman_url() if engine == "podman" else None,
-                platform=platform, session=session, mem_limit=cfg.mem_limit,
-                connect_timeout=10.0 if engine != "auto" else 3.0,
-            )
+            return _engine_runner(state, choice, platform, session,
+                                  connect_timeout=3.0 if engine == "auto" else 10.0)
         except EngineUnavailable:
             if engine != "auto":
                 raise
-        else:
-            reap_stale(runner)
-            return runner
     from pytest_multiarch.runners.rootfs import RootfsRunner
 
     cache = cfg.cache_dir / "rootfs" if cfg.cache_dir is not None else None
     return RootfsRunner(registry=state.registry(), cache_dir=cache, platform=platform,
                         session=session, mem_limit=cfg.mem_limit)
+
+
+def _engine_runner(state: _State, choice: EngineChoice, platform: Platform, session: Session,
+                   *, connect_timeout: float) -> Runner:
+    from pytest_multiarch.runners.engine import EngineRunner, reap_stale
+
+    service = None
+    url = None if choice.from_env else choice.url
+    if choice.start_service:
+        with _LOCK:
+            service = _SERVICES.get(state)
+            if service is None:
+                service = _SERVICES[state] = PodmanService()
+        url = service.acquire()
+    try:
+        runner = EngineRunner(url, platform=platform, session=session,
+                              mem_limit=state.cfg.mem_limit, connect_timeout=connect_timeout)
+    except BaseException:
+        if service is not None:
+            service.release()
+        raise
+    if service is not None:
+        # The service outlives the runner's own cleanup: containers are removed through it.
+        runner.add_close_callback(service.release)
+    reap_stale(runner)
+    return runner

@@ -244,7 +244,7 @@ def exec_format_binary(result: RunResult) -> str:
     """The binary the kernel refused, from the runtime's message; else the command's argv[0]."""
     for pattern in _EXEC_BINARY:
         match = pattern.search(result.stderr)
-        if match:
+        if match and match.group(1) != "pid1":  # podman's catatonit names no binary
             return match.group(1)
     return result.cmd[0] if result.cmd else "?"
 

@@ -81,10 +81,12 @@ class EngineContainer:
             return
         out = text_of([self._container.logs(stdout=True, stderr=False)])
         err = text_of([self._container.logs(stdout=False, stderr=True)])
+        code = int(state.get("ExitCode", -1))
+        oom = bool(state.get("OOMKilled")) or self._runner.kernel_oom(self.id, code)
         result = self._runner.result(
-            self.image, self.platform, self.argv, int(state.get("ExitCode", -1)), out, err,
-            time.monotonic() - self._started, self.logs(),
-            oom_killed=bool(state.get("OOMKilled")), mem_limit=self.mem_limit,
+            self.image, self.platform, self.argv, code, out, err,
+            time.monotonic() - self._started, self.logs(), oom_killed=oom,
+            mem_limit=self.mem_limit,
         )
         check_runs(result)
 
@@ -98,7 +100,8 @@ class EngineContainer:
         try:
             exec_id = api.exec_create(self.id, list(argv), environment=dict(env or {}))["Id"]
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # not running: say why the main process ended
+            # Not running (podman: 500 "container state improper"): say why the main process ended.
+            if exc.status_code == 409 or "state improper" in str(exc.explanation):
                 self.check_alive()
             raise RunnerError(
                 f"cannot exec {short_cmd(argv)!r} in {self.name} ({self.image} on "
@@ -149,7 +152,7 @@ class EngineContainer:
 
     def _kill_exec(self, exec_id: str) -> None:
         # Docker cannot kill an exec; on the local engine its host pid is ours to signal.
-        if self._runner.url is not None:
+        if not self._runner.is_local:
             return
         with contextlib.suppress(Exception):
             pid = int(self._runner.client.api.exec_inspect(exec_id).get("Pid") or 0)

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Ulimit
 
 from pytest_multiarch import binfmt
 from pytest_multiarch.errors import (
@@ -54,6 +53,15 @@ from pytest_multiarch.runners.base import (
 )
 from pytest_multiarch.runners.cleanup import reap_stale, remove_session, sigint_deferred
 from pytest_multiarch.runners.container import NOT_FOUND_MARKERS, EngineContainer, text_of
+from pytest_multiarch.runners.podman import (
+    init_exit_code,
+    kernel_oom_killed,
+    limits_ignored,
+    memory_limit_refusal,
+    podman_ulimits,
+    socket_peer_pid,
+    ulimit_refused,
+)
 
 __all__ = ["EngineContainer", "EngineRunner", "SSHOptions", "reap_stale", "tls_from_env"]
 
@@ -64,9 +72,8 @@ API_TIMEOUT = 600.0  # pulls of big layers over a slow link
 # that synchronously and the grace only catches a crash at start-up.
 START_GRACE = 0.15
 START_GRACE_EMULATED = 0.5
-# podman's defaults ask for more than this VM's hard limits (TESTBED.md): runc fails otherwise.
-_PODMAN_ULIMITS = (Ulimit(name="nofile", soft=1024, hard=1024),
-                   Ulimit(name="nproc", soft=4096, hard=4096))
+# podman (conmon, catatonit) takes about three times as long to report a dead main process.
+PODMAN_GRACE_FACTOR = 3.0
 
 
 def tls_from_env(environ: Mapping[str, str]) -> docker.tls.TLSConfig | bool:
@@ -137,6 +144,7 @@ class EngineRunner:
         self._tunnel: SSHTunnel | None = None
         self._checked: set[tuple[str, Platform]] = set()
         self._closed = False
+        self._close_callbacks: list[Callable[[], None]] = []
         env = os.environ if environ is None else environ
         self._target = _display(url) if url else env.get("DOCKER_HOST", "the local engine")
         started = time.monotonic()
@@ -154,6 +162,9 @@ class EngineRunner:
         self.is_podman = any(
             "podman" in str(c.get("Name", "")).lower() for c in version.get("Components") or ()
         )
+        # podman's defaults exceed this VM's hard limits (TESTBED.md): cap them at its own.
+        self.ulimits = podman_ulimits(self._service_pid(url, env)) if self.is_podman else None
+        self.limits_ignored = self.is_podman and limits_ignored(self.client)
         try:
             self.engine_arch = Platform.parse(str(info.get("Architecture", "")))
         except UnknownPlatformError as exc:
@@ -202,15 +213,26 @@ class EngineRunner:
             "tcp://host:port or unix:///path/to/docker.sock"
         )
 
+    def _service_pid(self, url: str | None, env: Mapping[str, str]) -> int | None:
+        """The engine's pid when it listens on a local unix socket."""
+        target = url or env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        if self._tunnel is not None or not target.startswith("unix://"):
+            return None
+        return socket_peer_pid(target.removeprefix("unix://"))
+
     def _unavailable(self, exc: BaseException, elapsed: float) -> MultiarchError:
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if self._tunnel is not None and self._tunnel.last_remote_error:
             cause += f" (remote: {self._tunnel.last_remote_error})"
         if self.named_arch is None:
+            start = (
+                f"start podman's service (podman system service --time=0 {self._target} &)"
+                if "podman" in self._target else
+                "start one (setsid dockerd >/var/log/dockerd.log 2>&1 &), set DOCKER_HOST"
+            )
             return EngineUnavailable(
                 f"no container engine answers at {self._target} after {elapsed:.1f}s: {cause}. "
-                "Start one (setsid dockerd >/var/log/dockerd.log 2>&1 &), set DOCKER_HOST, or use "
-                "--engine=rootfs to run without an engine."
+                f"Fix: {start}, or use --engine=rootfs to run without an engine."
             )
         hint = (
             "check that the host is up, sshd accepts the key and its host key is in known_hosts, "
@@ -250,12 +272,20 @@ class EngineRunner:
                 self.client.images.pull(image, platform=str(platform))
                 found = self.client.images.get(image)
             except docker.errors.APIError as exc:
+                registry = image.split("/", 1)[0]
+                insecure = (
+                    f"podman needs every plain-HTTP registry, loopback too, marked insecure: "
+                    f'[[registry]] location="{registry}" insecure=true in a file under '
+                    "/etc/containers/registries.conf.d/ on the engine's host."
+                    if self.is_podman else
+                    "plain HTTP registries other than 127.0.0.0/8 need insecure-registries in "
+                    "its daemon.json."
+                )
                 raise RunnerError(
                     f"engine {self._target} could not pull {image} for {platform}: "
                     f"{exc.explanation or exc}. The engine pulls by itself, so the registry must "
-                    "be reachable from it (a remote host's 127.0.0.1 is its own loopback); plain "
-                    "HTTP registries other than 127.0.0.0/8 need insecure-registries in its "
-                    "daemon.json."
+                    "be reachable from it (a remote host's 127.0.0.1 is its own loopback); "
+                    + insecure
                 ) from exc
         attrs: dict[str, Any] = found.attrs
         actual = Platform.from_parts(
@@ -280,6 +310,8 @@ class EngineRunner:
         env: Mapping[str, str] | None, mem_limit: str | None,
     ) -> dict[str, Any]:
         limit = mem_limit or self.mem_limit
+        if self.limits_ignored and self.is_emulated(platform):
+            raise memory_limit_refusal(self._target, image, platform)
         kwargs: dict[str, Any] = {
             "image": image,
             "platform": str(platform),
@@ -296,8 +328,8 @@ class EngineRunner:
         }
         if argv is not None:
             kwargs["command"] = list(argv)
-        if self.is_podman:
-            kwargs["ulimits"] = list(_PODMAN_ULIMITS)
+        if self.ulimits is not None:
+            kwargs["ulimits"] = list(self.ulimits)
         return kwargs
 
     def _create(self, kwargs: dict[str, Any], image: str, platform: Platform) -> Any:
@@ -329,6 +361,8 @@ class EngineRunner:
     ) -> RunResult:
         """A RunResult with this engine's facts (where, emulated, binfmt status on failure)."""
         emulated = self.is_emulated(platform)
+        if self.is_podman:
+            exit_code = init_exit_code(exit_code, stderr)
         status = None
         if emulated and exit_code != 0 and "exec format error" in stderr.lower():
             status = binfmt.preflight(platform, host=self.engine_arch)  # the state right now
@@ -374,11 +408,12 @@ class EngineRunner:
             err: list[bytes] = []
             logs: list[bytes] = []
             # Attached before start, like `docker run`: no output is lost, and stdout and
-            # stderr stay apart while the logs keep their interleaving.
-            stream = self.client.api.attach(
-                container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
+            # stderr stay apart while the logs keep their interleaving.  podman creates the
+            # runtime's container on attach, so its start failures show here already.
             try:
+                stream = self.client.api.attach(
+                    container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+                )
                 container.start()
             except docker.errors.APIError as exc:
                 return self._start_failure(exc, image, platform, shown, started, limit)
@@ -403,7 +438,8 @@ class EngineRunner:
             oom = False
             if exit_code != 0:
                 container.reload()
-                oom = bool(container.attrs["State"].get("OOMKilled"))
+                oom = bool(container.attrs["State"].get("OOMKilled")) or self.kernel_oom(
+                    container.id, exit_code)
             result = self.result(
                 image, platform, shown, exit_code, text_of(out), text_of(err),
                 time.monotonic() - started, text_of(logs), oom_killed=oom, mem_limit=limit,
@@ -441,6 +477,9 @@ class EngineRunner:
         """A container that could not start: a missing command is exit 127; others classify."""
         text = str(exc.explanation or exc)
         lowered = text.lower()
+        refused = ulimit_refused(text, self._target, image, platform, self.ulimits)
+        if refused is not None:
+            raise refused from exc
         if any(marker in lowered for marker in NOT_FOUND_MARKERS):
             code = 127
         elif "exec format error" in lowered or "permission denied" in lowered:
@@ -510,7 +549,8 @@ class EngineRunner:
                 ) from exc
             handle = EngineContainer(self, container, image, platform, argv or (), limit)
             emulated_init = kwargs.get("init") and self.is_emulated(platform)
-            handle.check_alive(grace=START_GRACE_EMULATED if emulated_init else START_GRACE)
+            grace = START_GRACE_EMULATED if emulated_init else START_GRACE
+            handle.check_alive(grace=grace * (PODMAN_GRACE_FACTOR if self.is_podman else 1))
             return handle
         except BaseException:
             with sigint_deferred(), contextlib.suppress(docker.errors.APIError):
@@ -527,7 +567,23 @@ class EngineRunner:
         volume = self.client.volumes.create(name, labels=self.session.labels())
         return str(volume.name)
 
+    def kernel_oom(self, container_id: str, exit_code: int) -> bool:
+        """podman on cgroup v1 does not report OOMKilled: ask the kernel log (local engine)."""
+        return self.is_podman and exit_code == 137 and self.is_local and kernel_oom_killed(
+            container_id)
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the engine runs on this host (its processes and kernel log are ours)."""
+        if self._tunnel is not None:
+            return False
+        return self.url is None or self.url.startswith("unix:")
+
     # -- cleanup ------------------------------------------------------------------------------
+
+    def add_close_callback(self, callback: Callable[[], None]) -> None:
+        """Call *callback* at the end of :meth:`close` (e.g. stop a private podman service)."""
+        self._close_callbacks.append(callback)
 
     def cleanup(self) -> int:
         """Remove every container, network and volume of this session; returns how many."""
@@ -548,6 +604,9 @@ class EngineRunner:
                 self.client.close()
             if self._tunnel is not None:
                 self._tunnel.close()
+            for callback in reversed(self._close_callbacks):
+                with contextlib.suppress(Exception):
+                    callback()
             finalizer = getattr(self, "_finalizer", None)
             if finalizer is not None:
                 finalizer.detach()
