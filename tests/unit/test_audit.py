@@ -7,8 +7,6 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
-import subprocess
 import sys
 import tarfile
 import tracemalloc
@@ -38,32 +36,20 @@ MEDIA_TYPES = {
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
     "tar": "application/vnd.oci.image.layer.v1.tar",
 }
-DEBS = {  # (package, dpkg arch) -> (key, member)
-    ("busybox-static", "arm64"): ("arm64", "bin/busybox"),
-    ("busybox-static", "armhf"): ("armhf", "bin/busybox"),
-    ("busybox-static", "armel"): ("armel", "bin/busybox"),
-    ("busybox-static", "s390x"): ("s390x", "bin/busybox"),
-    ("hello", "arm64"): ("hello-arm64", "usr/bin/hello"),
+BINARIES = {  # bins key -> (package, dpkg arch) of the debian_binaries fixture
+    "arm64": ("busybox-static", "arm64"),
+    "armhf": ("busybox-static", "armhf"),
+    "armel": ("busybox-static", "armel"),
+    "s390x": ("busybox-static", "s390x"),
+    "hello-arm64": ("hello", "arm64"),
 }
 
 
 @pytest.fixture(scope="session")
-def bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def bins(debian_binaries: dict[tuple[str, str], Path]) -> dict[str, bytes]:
     """Real binaries: static busybox of arm64/armhf/armel/s390x, dynamic arm64 hello, /bin/ls."""
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        pytest.skip("needs Debian's apt-get and dpkg to fetch foreign-architecture binaries")
-    directory = tmp_path_factory.mktemp("debs")
-    names = [f"{package}:{arch}" for package, arch in DEBS]
-    result = subprocess.run(["apt-get", "download", "-q", *names], cwd=directory,
-                            capture_output=True, text=True, timeout=300, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"apt-get download failed ({result.stderr.strip()[-300:]}); run `dpkg "
-                    "--add-architecture arm64 s390x armhf armel && apt-get update`")
     found = {"amd64": Path("/bin/ls").read_bytes()}
-    for (package, arch), (key, member) in DEBS.items():
-        (deb,) = directory.glob(f"{package}_*_{arch}.deb")
-        subprocess.run(["dpkg", "-x", str(deb), str(directory / key)], check=True, timeout=120)
-        found[key] = (directory / key / member).read_bytes()
+    found.update((key, debian_binaries[deb].read_bytes()) for key, deb in BINARIES.items())
     return found
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 import struct
 import subprocess
 import sys
@@ -14,48 +13,6 @@ import pytest
 from pytest_multiarch import elf
 from pytest_multiarch.elf import ElfHeader, InvalidElf, parse_elf, parse_shebang
 from pytest_multiarch.platforms import arch_info
-
-# (package, dpkg arch) -> the file we want from it.  All static but hello (dynamic, arm64).
-DEBS = {
-    ("busybox-static", "arm64"): "bin/busybox",
-    ("busybox-static", "s390x"): "bin/busybox",
-    ("busybox-static", "ppc64el"): "bin/busybox",
-    ("busybox-static", "armhf"): "bin/busybox",
-    ("busybox-static", "armel"): "bin/busybox",
-    ("hello", "arm64"): "usr/bin/hello",
-}
-
-
-def fetch_debian_binaries(directory: Path) -> dict[tuple[str, str], Path]:
-    """``apt-get download`` the packages of :data:`DEBS` and unpack them with ``dpkg -x``.
-
-    Needs the foreign architectures enabled (``dpkg --add-architecture arm64 s390x ppc64el armhf
-    armel && apt-get update``, done by scripts/provision-host); skips with that hint otherwise.
-    """
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        pytest.skip("needs Debian's apt-get and dpkg to fetch foreign-architecture binaries")
-    names = [f"{package}:{arch}" for package, arch in DEBS]
-    result = subprocess.run(
-        ["apt-get", "download", "-q", *names], cwd=directory, capture_output=True, text=True,
-        timeout=300, check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(
-            f"apt-get download {' '.join(names)} failed ({result.stderr.strip()[-300:]}); run "
-            "`dpkg --add-architecture arm64 s390x ppc64el armhf armel && apt-get update`"
-        )
-    found: dict[tuple[str, str], Path] = {}
-    for (package, arch), member in DEBS.items():
-        (deb,) = directory.glob(f"{package}_*_{arch}.deb")
-        root = directory / f"{package}-{arch}"
-        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, timeout=120)
-        found[package, arch] = root / member
-    return found
-
-
-@pytest.fixture(scope="session")
-def debian_binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
-    return fetch_debian_binaries(tmp_path_factory.mktemp("debs"))
 
 
 def head(path: Path, size: int = elf.HEADER_BYTES) -> bytes:
@@ -245,6 +202,8 @@ def test_shebang(line: bytes, expected: tuple[str, str] | None) -> None:
 
 
 def test_no_pytest_needed() -> None:
-    code = "import sys, pytest_multiarch.audit; print('pytest' in sys.modules)"
+    modules = ", ".join(f"pytest_multiarch.{name}" for name in (
+        "audit", "decompress", "findings", "imagefs", "layerscan", "tarscan"))
+    code = f"import sys, {modules}; print('pytest' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,55 @@
+"""Fixtures shared by the unit tests: real foreign-architecture binaries from Debian packages."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+#: (package, dpkg arch) -> the file we want from it.  All static but hello (dynamic, arm64).
+DEBIAN_BINARIES = {
+    ("busybox-static", "arm64"): "bin/busybox",
+    ("busybox-static", "s390x"): "bin/busybox",
+    ("busybox-static", "ppc64el"): "bin/busybox",
+    ("busybox-static", "armhf"): "bin/busybox",
+    ("busybox-static", "armel"): "bin/busybox",
+    ("hello", "arm64"): "usr/bin/hello",
+}
+FOREIGN_ARCHES = "arm64 s390x ppc64el armhf armel"
+
+
+def fetch_debian_binaries(directory: Path) -> dict[tuple[str, str], Path]:
+    """``apt-get download`` the packages of :data:`DEBIAN_BINARIES` and unpack them with
+    ``dpkg -x``.
+
+    Needs the foreign architectures enabled (``dpkg --add-architecture arm64 s390x ppc64el armhf
+    armel && apt-get update``, done by scripts/provision-host); skips with that hint otherwise.
+    """
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        pytest.skip("needs Debian's apt-get and dpkg to fetch foreign-architecture binaries")
+    names = [f"{package}:{arch}" for package, arch in DEBIAN_BINARIES]
+    result = subprocess.run(
+        ["apt-get", "download", "-q", *names], cwd=directory, capture_output=True, text=True,
+        timeout=300, check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(
+            f"apt-get download {' '.join(names)} failed ({result.stderr.strip()[-300:]}); run "
+            f"`dpkg --add-architecture {FOREIGN_ARCHES} && apt-get update`"
+        )
+    found: dict[tuple[str, str], Path] = {}
+    for (package, arch), member in DEBIAN_BINARIES.items():
+        (deb,) = directory.glob(f"{package}_*_{arch}.deb")
+        root = directory / f"{package}-{arch}"
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, timeout=120)
+        found[package, arch] = root / member
+    return found
+
+
+@pytest.fixture(scope="session")
+def debian_binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """The files of :data:`DEBIAN_BINARIES`, by ``(package, dpkg arch)``; downloaded once per
+    session (per xdist worker)."""
+    return fetch_debian_binaries(tmp_path_factory.mktemp("debs"))
