@@ -171,7 +171,9 @@ class SSHTunnel:
                 if channel.recv_stderr_ready():
                     err = channel.recv_stderr(4096).decode(errors="replace").strip()
                     self.last_remote_error = err or self.last_remote_error
-            channel.close()
+            # The transport may be gone already (the runner closed it): nothing left to say.
+            with contextlib.suppress(Exception):
+                channel.close()
             conn.close()
 
     # -- ssh binary ---------------------------------------------------------------------------
