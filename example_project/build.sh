@@ -64,7 +64,7 @@ done
 case $COMPILE in cross|emulated) ;; *) die "--compile must be cross or emulated, not '$COMPILE'" ;; esac
 case $BUILDER in
     docker) ;;
-    buildah) die "--builder=buildah is not implemented yet (docker is); see example_project/README.md" ;;
+    buildah) command -v buildah >/dev/null || die "--builder=buildah needs buildah (apt-get install buildah)" ;;
     *) die "--builder must be docker or buildah, not '$BUILDER'" ;;
 esac
 IFS=, read -ra arches <<<"$ARCHES"
@@ -150,13 +150,44 @@ build_arch() { # arch
         build_args+=(--build-arg "BUILD_BASE=$input")
     fi
     local t1=$SECONDS
-    # The legacy builder records --platform in the image config and runs RUN steps under qemu.
-    logged "$ctx.build.log" env DOCKER_BUILDKIT=0 docker build --platform "linux/$arch" "${build_args[@]}" \
-        --label "io.pytest-multiarch.recipe=$hash" -t "$REGISTRY/$REPO:$TAG-$arch" "$ctx"
-    log "TIMING docker build ($COMPILE) $arch $((SECONDS - t1))s"
-    logged "$ctx.push.log" docker push "$REGISTRY/$REPO:$TAG-$arch"
+    if [[ $BUILDER == buildah ]]; then
+        # --override-arch records the arch in the config and runs RUN steps under qemu; runc there
+        # needs ulimits within this VM's hard limits (TESTBED.md: "error setting rlimit type 7").
+        logged "$ctx.build.log" buildah bud --override-arch "$arch" --override-os linux \
+            --tls-verify=false --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "${build_args[@]}" \
+            --label "io.pytest-multiarch.recipe=$hash" -t "$REGISTRY/$REPO:$TAG-$arch" "$ctx"
+        log "TIMING buildah bud ($COMPILE) $arch $((SECONDS - t1))s"
+        logged "$ctx.push.log" buildah push --tls-verify=false "$REGISTRY/$REPO:$TAG-$arch" \
+            "docker://$REGISTRY/$REPO:$TAG-$arch"
+    else
+        # The legacy builder records --platform in the image config and runs RUN steps under qemu.
+        logged "$ctx.build.log" env DOCKER_BUILDKIT=0 docker build --platform "linux/$arch" "${build_args[@]}" \
+            --label "io.pytest-multiarch.recipe=$hash" -t "$REGISTRY/$REPO:$TAG-$arch" "$ctx"
+        log "TIMING docker build ($COMPILE) $arch $((SECONDS - t1))s"
+        logged "$ctx.push.log" docker push "$REGISTRY/$REPO:$TAG-$arch"
+    fi
     rm -rf "$ctx"
     log "TIMING service $arch $((SECONDS - start))s total; pushed $REGISTRY/$REPO:$TAG-$arch"
+}
+
+# lib.sh's push_index for --builder=buildah: the per-arch images (by digest, pulled or built
+# earlier) in a buildah manifest list, pushed with `buildah manifest push --all`.  Prints the
+# index digest.
+buildah_push_index() { # registry repo index-tag arches...
+    local registry=$1 repo=$2 tag=$3 arch digest list=localhost/offerings-index
+    shift 3
+    buildah manifest rm "$list" >/dev/null 2>&1 || true
+    buildah manifest create "$list" >/dev/null
+    for arch in "$@"; do
+        digest=$(registry_digest "$registry" "$repo" "$tag-$arch")
+        [[ -n $digest ]] || die "$registry/$repo:$tag-$arch is not in the registry; cannot make the index"
+        logged "$CACHE_DIR/manifest-add.log" buildah manifest add --tls-verify=false --os linux \
+            --arch "$arch" "$list" "docker://$registry/$repo@$digest"
+    done
+    logged "$CACHE_DIR/manifest-push.log" buildah manifest push --all --tls-verify=false "$list" \
+        "docker://$registry/$repo:$tag"
+    buildah manifest rm "$list" >/dev/null
+    registry_digest "$registry" "$repo" "$tag" "$INDEX_TYPES"
 }
 
 main() {
@@ -178,7 +209,11 @@ main() {
     done
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
     ((failed == 0)) || die "the service failed to build for some arch; see above"
-    digest=$(push_index "$REGISTRY" "$REPO" "$TAG" "${arches[@]}")
+    if [[ $BUILDER == buildah ]]; then
+        digest=$(buildah_push_index "$REGISTRY" "$REPO" "$TAG" "${arches[@]}")
+    else
+        digest=$(push_index "$REGISTRY" "$REPO" "$TAG" "${arches[@]}")
+    fi
     log "pushed $REGISTRY/$REPO:$TAG@$digest ($ARCHES) in $((SECONDS - start))s"
 }
 

@@ -95,7 +95,9 @@ class State:
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)
     _runners: dict[Platform, Runner] = field(default_factory=dict)
     _registry: RegistryClient | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Re-entrant: runner() holds it while make_default_runner() asks registry() for the rootfs
+    # runner's client.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _closers: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:

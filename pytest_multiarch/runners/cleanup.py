@@ -100,8 +100,10 @@ def is_stale(labels: Mapping[str, str], created: float, max_age: float, now: flo
 def remove_labelled(client: Any, label: str, wanted: Any) -> int:
     """Remove containers, then networks and volumes, carrying *label* and passing *wanted*."""
     removed = 0
+    # ignore_removed: another session's container may go between the list and its inspect.
+    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
     groups: tuple[tuple[list[Any], dict[str, bool]], ...] = (
-        (client.containers.list(all=True, filters={"label": label}), {"force": True, "v": True}),
+        (containers, {"force": True, "v": True}),
         (client.networks.list(filters={"label": label}), {}),
         (client.volumes.list(filters={"label": label}), {"force": True}),
     )

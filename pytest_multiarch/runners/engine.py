@@ -269,7 +269,7 @@ class EngineRunner:
             found = self.client.images.get(image)
         except docker.errors.ImageNotFound:
             try:
-                self.client.images.pull(image, platform=str(platform))
+                self._pull(image, platform)
                 found = self.client.images.get(image)
             except docker.errors.APIError as exc:
                 registry = image.split("/", 1)[0]
@@ -302,6 +302,16 @@ class EngineRunner:
                 f"{platform} variant's own manifest digest, as resolve() pins it."
             )
         self._checked.add((image, platform))
+
+    def _pull(self, image: str, platform: Platform) -> None:
+        """Pull by digest; an error the engine reports inside the progress stream (podman
+        reports them all there; the SDK's images.pull() drops them) raises APIError."""
+        repository, digest = image.rsplit("@", 1)
+        for event in self.client.api.pull(repository, tag=digest, platform=str(platform),
+                                          stream=True, decode=True):
+            error = event.get("error") if isinstance(event, dict) else None
+            if error:
+                raise docker.errors.APIError(str(error), explanation=str(error))
 
     # -- run ----------------------------------------------------------------------------------
 
