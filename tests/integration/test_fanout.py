@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from conftest import Testbed
 from pytest_multiarch.binfmt import handler_disabled
 from pytest_multiarch.platforms import Platform
+
+if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests shadow
+    from conftest import Testbed
 
 UNAME_TEST = """
 def test_uname(arch, multiarch_run):

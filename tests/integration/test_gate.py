@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import Testbed
+if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests shadow
+    from conftest import Testbed
+
 
 ALL = "amd64,arm64,s390x,ppc64le,arm/v7"
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import pytest
 
-from conftest import Testbed
+if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests shadow
+    from conftest import Testbed
+
 
 SUITE = """
 import json, os
