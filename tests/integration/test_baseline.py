@@ -1,0 +1,89 @@
+"""Regression mode against a real registry: rebuild one arch's variant, see exactly that arch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+
+if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests shadow
+    from conftest import Testbed
+
+LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def copy_variant(testbed: Testbed, source: str, repo: str, tag: str) -> tuple[str, int, str]:
+    """Copy one single-platform manifest into *repo*, keeping its digest; return descriptor."""
+    target = f"{testbed.registry}/{repo}:{tag}"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--preserve-digests", "--src-tls-verify=false",
+         "--dest-tls-verify=false", f"docker://{source}", f"docker://{target}"],
+        check=True, capture_output=True, timeout=120,
+    )
+    answer = requests.get(
+        f"http://{testbed.registry}/v2/{repo}/manifests/{tag}", timeout=10,
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    answer.raise_for_status()
+    return answer.headers["Docker-Content-Digest"], len(answer.content), answer.headers[
+        "Content-Type"
+    ]
+
+
+def push_index(testbed: Testbed, repo: str, tag: str,
+               children: dict[str, tuple[str, int, str]]) -> None:
+    index = {"schemaVersion": 2, "mediaType": LIST, "manifests": [
+        {"mediaType": media, "digest": digest, "size": size,
+         "platform": {"os": "linux", "architecture": arch}}
+        for arch, (digest, size, media) in children.items()
+    ]}
+    answer = requests.put(
+        f"http://{testbed.registry}/v2/{repo}/manifests/{tag}", data=json.dumps(index),
+        headers={"Content-Type": LIST}, timeout=10,
+    )
+    answer.raise_for_status()
+
+
+def test_rebuilt_variant_is_the_only_change_and_the_only_rerun(
+    pytester: pytest.Pytester, testbed: Testbed, tmp_path: Path
+) -> None:
+    repo = f"scratch-baseline/app-{uuid.uuid4().hex[:8]}"
+    good = testbed.corpus["busybox"]["digests"]
+    other = testbed.corpus["foreign-helper"]["digests"]
+    busybox = f"{testbed.registry}/{testbed.corpus['busybox']['repository']}"
+    helper = f"{testbed.registry}/{testbed.corpus['foreign-helper']['repository']}"
+    amd64 = copy_variant(testbed, f"{busybox}@{good['linux/amd64']}", repo, "amd64")
+    arm64_v1 = copy_variant(testbed, f"{busybox}@{good['linux/arm64']}", repo, "arm64-v1")
+    push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_v1})
+
+    ref = f"{testbed.registry}/{repo}:1"
+    baseline = tmp_path / "baseline.json"
+    args = [f"--multiarch-image={ref}", "--arch=amd64,arm64", "-k", "not binaries",
+            f"--multiarch-baseline={baseline}", "-p", "no:cacheprovider"]
+    first = pytester.runpytest_subprocess(*args, timeout=300)
+    first.assert_outcomes(passed=6, deselected=2)
+    recorded = json.loads(baseline.read_text())["images"][ref]["variants"]
+    assert recorded["arm64"]["digest"] == arm64_v1[0]
+
+    # "Rebuild" arm64 only: the index now points at another arm64 image.
+    arm64_v2 = copy_variant(testbed, f"{helper}@{other['linux/arm64']}", repo, "arm64-v2")
+    push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_v2})
+
+    second = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", "-v",
+                                           timeout=300)
+    second.assert_outcomes(passed=3, deselected=5)
+    out = second.stdout.str()
+    assert "::platform[arm64] PASSED" in out
+    assert "[amd64] PASSED" not in out
+    second.stdout.fnmatch_lines([
+        f"multiarch: --multiarch-changed-only: changed variants: {ref} [[]arm64[]]; "
+        "4 test(s) deselected",
+        "multiarch baseline: compared with *: * change(s)",
+        f"  {ref} [[]arm64[]]: new digest * -> *",
+    ])
+    assert f"{ref} [amd64]: new digest" not in out
