@@ -8,15 +8,12 @@ purpose, a refused replication user).  Needs scripts/provision-host; fails witho
 from __future__ import annotations
 
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_multiarch.checks import workload
-from pytest_multiarch.checks._containers import SESSION_LABEL, remove_session
 from pytest_multiarch.checks.errors import ReplicationMismatch, ReplicationRefused
 from pytest_multiarch.checks.mysql import ReplicationPair, replication_pair
 from pytest_multiarch.platforms import Platform
@@ -29,19 +26,6 @@ REGISTRY = "127.0.0.1:5000"
 DB_IMAGE = f"{REGISTRY}/example/base-mariadb:bookworm"
 BUILD_TIMEOUT = 60 * 60
 CATCH_UP = 60.0  # native seconds; the library scales them by the replica's emulation factor
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    import docker
-
-    try:
-        client = docker.from_env(timeout=300)
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); run scripts/provision-host")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +42,6 @@ def db_images(engine: Any) -> dict[str, str]:
         pytest.fail(f"example_project/images/build-base-images failed:\n{done.stderr[-3000:]}")
     source, ref = open_source(DB_IMAGE, insecure_registries=[REGISTRY])
     return {a: resolve(source, ref, Platform.parse(a)).pinned for a in ("amd64", "arm64", "s390x")}
-
-
-@pytest.fixture
-def session_id(engine: Any) -> Iterator[str]:
-    sid = f"itest-repl-{uuid.uuid4().hex[:8]}"
-    yield sid
-    left = engine.containers.list(all=True, filters={"label": [f"{SESSION_LABEL}={sid}"]})
-    remove_session(engine, sid)
-    assert not left, f"containers left behind: {[c.name for c in left]}"
 
 
 def _pair(

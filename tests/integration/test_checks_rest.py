@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_multiarch.checks._containers import SESSION_LABEL, remove_session
+from pytest_multiarch.checks._containers import SESSION_LABEL
 from pytest_multiarch.checks.errors import ResponsesDiffer, ServiceUnavailable
 from pytest_multiarch.checks.rest import RestService, compare_responses, rest_service
 from pytest_multiarch.platforms import Platform
@@ -33,19 +32,6 @@ UNAME = {"amd64": "x86_64", "arm64": "aarch64", "s390x": "s390x"}
 BUILD_TIMEOUT = 60 * 60  # a bare machine builds the base images first (minutes per arch)
 
 Pinned = Callable[[str, str], str]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    import docker
-
-    try:
-        client = docker.from_env(timeout=300)
-        client.ping()
-    except Exception as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); run scripts/provision-host")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +53,6 @@ def pinned(engine: Any) -> Pinned:
         return resolve(source, ref, Platform.parse(arch)).pinned
 
     return pin
-
-
-@pytest.fixture
-def session_id(engine: Any) -> Iterator[str]:
-    sid = f"itest-rest-{uuid.uuid4().hex[:8]}"
-    yield sid
-    left = engine.containers.list(all=True, filters={"label": [f"{SESSION_LABEL}={sid}"]})
-    remove_session(engine, sid)
-    assert not left, f"containers left behind: {[c.name for c in left]}"
 
 
 def _start(engine: Any, pinned: Pinned, arch: str, session_id: str, **kw: Any) -> Any:
