@@ -138,14 +138,13 @@ def _containers(state: Any, plat: Platform, nodeid: str) -> Iterator[Callable[..
         container, digest = start_variant(state, ref, plat, **options)
         state.digests[nodeid] = digest
         started.append(container)
+        state.add_log_source(nodeid, lambda: {container.name: container.logs()})
         return container
 
     try:
         yield start
     finally:
         for container in reversed(started):
-            with contextlib.suppress(Exception):
-                state.logs.setdefault(nodeid, []).append((container.name, container.logs()))
             with contextlib.suppress(Exception):
                 # Test containers are thrown away: a short grace period, not docker's 10 s.
                 container.stop(timeout=2)
@@ -196,11 +195,6 @@ def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:
     return value
 
 
-def _attach_logs(state: Any, nodeid: str, logs: Any) -> None:
-    for title, text in dict(logs or {}).items():
-        state.logs.setdefault(nodeid, []).append((str(title), str(text)))
-
-
 @pytest.fixture
 def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[Any]:
     """The REST service of ini ``multiarch_service_image`` running for this arch, ready.
@@ -225,8 +219,8 @@ def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[A
         session_id=state.session_id, emulation_factor=emulation_factor(state, database, plat),
     )
     with svc as running:
+        state.add_log_source(request.node.nodeid, running.logs)
         yield running
-    _attach_logs(state, request.node.nodeid, running.collected_logs)
 
 
 @pytest.fixture
@@ -262,8 +256,8 @@ def multiarch_replication(
         session_id=state.session_id, emulation_factor=factor,
     )
     with pair as running:
+        state.add_log_source(request.node.nodeid, running.logs)
         yield running
-    _attach_logs(state, request.node.nodeid, running.collected_logs)
 
 
 @pytest.fixture
@@ -298,6 +292,6 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
                 session_id=state.session_id,
                 emulation_factor=emulation_factor(state, database, plat),
             ))
+        for svc in running.values():
+            state.add_log_source(request.node.nodeid, svc.logs)
         yield RestFleet(running, reference.architecture)
-    for svc in running.values():
-        _attach_logs(state, request.node.nodeid, svc.collected_logs)

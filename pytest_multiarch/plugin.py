@@ -230,10 +230,12 @@ def pytest_runtest_makereport(
         state.failed_items[item.nodeid] = True
         if call.excinfo is not None and "failure_class" not in props:
             item.user_properties.append(("failure_class", type(call.excinfo.value).__name__))
-    if report.when == "teardown":
-        for title, text in state.pop_logs(item.nodeid):
-            if text and state.failed_items.get(item.nodeid):
+    if report.failed:
+        for title, text in state.current_logs(item.nodeid):
+            if text:
                 report.sections.append((f"Captured container log {title}", text))
+    if report.when == "teardown":
+        state.forget_logs(item.nodeid)
     report.user_properties = list(item.user_properties)
     return report
 

@@ -126,7 +126,7 @@ class Matrix:
         name_width = min(name_width, budget)
 
         def row(name: str, values: list[str]) -> str:
-            shown = name if len(name) <= name_width else "…" + name[-(name_width - 1):]
+            shown = _fit(name, name_width)
             return shown.ljust(name_width) + "".join(
                 " | " + v.ljust(col[a]) for a, v in zip(archs, values, strict=True)
             )
@@ -181,6 +181,16 @@ class Matrix:
 
     def _how(self, arch: str) -> str:
         return self.arch_lines[arch].how if arch in self.arch_lines else "unknown"
+
+
+def _fit(name: str, width: int) -> str:
+    """*name* cut to *width*: drop the file part of a node id first, then its start."""
+    if len(name) <= width:
+        return name
+    tail = name.rsplit("::", 1)[-1]
+    if len(tail) <= width:
+        return tail
+    return "…" + tail[-(width - 1):]
 
 
 def _fmt_totals(counts: dict[str, int]) -> str:

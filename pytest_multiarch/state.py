@@ -78,6 +78,7 @@ class State:
     matrix: Matrix = field(init=False)
     digests: dict[str, str] = field(default_factory=dict)
     logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    log_sources: dict[str, list[Any]] = field(default_factory=dict)
     failed_items: dict[str, bool] = field(default_factory=dict)
     summary_lines: list[str] = field(default_factory=list)
     #: (reference text, arch name) -> ResolvedImage, filled by pytest_multiarch.images
@@ -198,9 +199,22 @@ class State:
         """Call *closer()* when the session ends (after the runners are cleaned up)."""
         self._closers.append(closer)
 
-    def pop_logs(self, nodeid: str) -> list[tuple[str, str]]:
-        """Container logs collected for a test, removed from the state."""
-        return self.logs.pop(nodeid, [])
+    def add_log_source(self, nodeid: str, source: Any) -> None:
+        """*source()* returns ``{title: text}`` of containers a test has running right now."""
+        self.log_sources.setdefault(nodeid, []).append(source)
+
+    def current_logs(self, nodeid: str) -> list[tuple[str, str]]:
+        """The logs recorded for a test plus those of its still-running containers."""
+        found = list(self.logs.get(nodeid, []))
+        for source in self.log_sources.get(nodeid, []):
+            with contextlib.suppress(Exception):
+                found.extend((str(k), str(v)) for k, v in dict(source()).items())
+        return found
+
+    def forget_logs(self, nodeid: str) -> None:
+        """Drop what was kept for a test once its report is made."""
+        self.logs.pop(nodeid, None)
+        self.log_sources.pop(nodeid, None)
 
     # -- end of session ---------------------------------------------------------------------
 

@@ -56,6 +56,13 @@ def test_run_and_container(arch, multiarch_run, multiarch_container):
 
 def test_failing_command_shows_its_class(multiarch_run):
     multiarch_run(GOOD, ["sh", "-c", "echo broken >&2; exit 3"], check=True)
+
+
+@pytest.mark.archs("arm64")
+def test_failure_gets_the_container_log(multiarch_container):
+    box = multiarch_container(GOOD, cmd=["sh", "-c", "echo service-said-hello; sleep 60"])
+    box.exec(["true"])
+    assert False, "the service misbehaved"
 '''
 
 
@@ -67,8 +74,12 @@ def test_user_fixtures(pytester: pytest.Pytester, testbed: Testbed) -> None:
     result = pytester.runpytest_subprocess("--arch=amd64,arm64", "--arch-required",
                                            "-p", "no:cacheprovider", timeout=600)
     # 3 tests x 2 archs + 3 arm64-only + the failing command on both archs
-    result.assert_outcomes(passed=9, failed=2)
+    result.assert_outcomes(passed=9, failed=3)
+    result.stdout.fnmatch_lines([
+        "*Captured container log*",
+        "*service-said-hello*",
+    ])
     result.stdout.fnmatch_lines([
         "*exited 3 after *broken*this is the application failing on this architecture*",
-        "*test_failing_command_shows_its_class *| FAIL CommandFailed *| FAIL CommandFailed*",
+        "*failing_command_shows_its_class *| FAIL CommandFailed *| FAIL CommandFailed*",
     ])
