@@ -223,6 +223,9 @@ def pytest_runtest_makereport(
     digest = state.digests.get(item.nodeid)
     if digest and "digest" not in props:
         item.user_properties.append(("digest", digest))
+    factor = state.emulation.get(plat)
+    if factor is not None and "emulation_factor" not in props:
+        item.user_properties.append(("emulation_factor", factor))
     image = getattr(item, "multiarch_image", None)
     if image and "image" not in props:
         item.user_properties.append(("image", image))
@@ -256,6 +259,9 @@ class MatrixRecorder:
         if not isinstance(arch, str):
             return
         self.state.matrix.add_time(arch, report.duration)
+        factor = props.get("emulation_factor")
+        if isinstance(factor, int | float):  # measured in an xdist worker
+            self.state.matrix.arch_lines[arch].emulation_factor = float(factor)
         relevant = (
             report.when == "call"
             or (report.when == "setup" and not report.passed)
