@@ -149,11 +149,28 @@ class State:
             elif st.how == "native":
                 parts.append(f"{plat.arch_name} native")
             else:
-                parts.append(f"{plat.arch_name} {'ok' if st.ok else 'MISSING'}")
+                known = self._known_emulation_factor(plat) if st.ok else None
+                factor = f" (emulation {known:.1f}x)" if known else ""
+                parts.append(f"{plat.arch_name} {'ok' if st.ok else 'MISSING'}{factor}")
         lines.append("multiarch: binfmt: " + ", ".join(parts))
         if self.cfg.images:
             lines.append("multiarch: images: " + ", ".join(self.cfg.images))
         return lines
+
+    def _known_emulation_factor(self, plat: Platform) -> float | None:
+        """The factor measured for *plat* by an earlier session (cached per qemu version)."""
+        import json
+
+        from pytest_multiarch import binfmt, emulation
+
+        cache = self.cfg.cache_dir / "emulation" if self.cfg.cache_dir else None
+        path = emulation.cache_file(cache or emulation.default_cache_dir(), plat,
+                                    binfmt.qemu_version(plat))
+        try:
+            factor = json.loads(path.read_text())["factor"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return float(factor) if isinstance(factor, int | float) else None
 
     # -- shared resources -------------------------------------------------------------------
 

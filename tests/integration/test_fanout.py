@@ -30,7 +30,7 @@ def test_uname_runs_on_every_requested_arch(uname_suite: pytest.Pytester) -> Non
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([
         "multiarch: archs=amd64,arm64,s390x (from option);*",
-        "multiarch: binfmt: amd64 native, arm64 ok, s390x ok",
+        "multiarch: binfmt: amd64 native, arm64 ok*, s390x ok*",
         "*test_uname?arm64? PASSED*",
     ])
 
