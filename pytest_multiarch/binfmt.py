@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import re
 import shutil
 import struct
@@ -263,8 +264,13 @@ def qemu_binary(platform: Platform) -> str:
     return f"qemu-{platform.info.qemu}-static"
 
 
+@functools.cache
 def qemu_version(platform: Platform) -> str | None:
-    """``7.2.17 (Debian 1:7.2+dfsg-7+deb12u18)`` from ``qemu-ARCH-static --version``, or None."""
+    """``7.2.17 (Debian 1:7.2+dfsg-7+deb12u18)`` from ``qemu-ARCH-static --version``, or None.
+
+    Asked once per process: the header, the emulation-factor cache key, failed runs and the report
+    all want it, and the installed qemu does not change under a running session.
+    """
     binary = shutil.which(qemu_binary(platform))
     if binary is None:
         return None
