@@ -261,7 +261,7 @@ class MatrixRecorder:
         self.state.matrix.add_time(arch, report.duration)
         factor = props.get("emulation_factor")
         if isinstance(factor, int | float):  # measured in an xdist worker
-            self.state.matrix.arch_lines[arch].emulation_factor = float(factor)
+            self.state.matrix.line(arch).emulation_factor = float(factor)
         relevant = (
             report.when == "call"
             or (report.when == "setup" and not report.passed)

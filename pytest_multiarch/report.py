@@ -10,7 +10,6 @@ import json
 import os
 import platform as _platform
 import tempfile
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,52 +55,50 @@ class Matrix:
     """Accumulates outcomes; renders the table and the JSON report."""
 
     archs: list[str]
-    outcomes: list[Outcome] = field(default_factory=list)
     arch_lines: dict[str, ArchInfoLine] = field(default_factory=dict)
+    #: (test, arch) -> outcome, in the order recorded; one report per test makes this a hot path
+    _cells: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """Every recorded outcome, in the order recorded."""
+        return list(self._cells.values())
 
     def add(self, outcome: Outcome) -> None:
         """Record one outcome (a later record for the same test and arch replaces it)."""
-        self.outcomes = [
-            o for o in self.outcomes if not (o.test == outcome.test and o.arch == outcome.arch)
-        ]
-        self.outcomes.append(outcome)
+        key = (outcome.test, outcome.arch)
+        self._cells.pop(key, None)  # a replacement counts as recorded now
+        self._cells[key] = outcome
         if outcome.arch not in self.archs:
             self.archs.append(outcome.arch)
 
+    def line(self, arch: str) -> ArchInfoLine:
+        """How *arch* ran, created on first use; the plugin fills it in as it learns."""
+        return self.arch_lines.setdefault(arch, ArchInfoLine(arch))
+
     def add_time(self, arch: str, seconds: float) -> None:
         """Count *seconds* of setup, call or teardown towards *arch*'s wall time."""
-        self.arch_lines.setdefault(arch, ArchInfoLine(arch)).wall_time += seconds
-
-    def extend(self, outcomes: Iterable[Outcome]) -> None:
-        """Record several outcomes (e.g. those sent back by xdist workers)."""
-        for outcome in outcomes:
-            self.add(outcome)
+        self.line(arch).wall_time += seconds
 
     def tests(self) -> list[str]:
         """Row names, in first-seen order."""
-        seen: dict[str, None] = {}
-        for o in self.outcomes:
-            seen.setdefault(o.test, None)
-        return list(seen)
+        return list(dict.fromkeys(test for test, _ in self._cells))
 
     def cell(self, test: str, arch: str) -> Outcome | None:
         """The outcome of *test* on *arch*, if it ran there."""
-        for o in self.outcomes:
-            if o.test == test and o.arch == arch:
-                return o
-        return None
+        return self._cells.get((test, arch))
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Per arch: how many of each outcome."""
         result: dict[str, dict[str, int]] = {a: {} for a in self.archs}
-        for o in self.outcomes:
+        for o in self._cells.values():
             counts = result.setdefault(o.arch, {})
             counts[o.outcome] = counts.get(o.outcome, 0) + 1
         return result
 
     def render(self, width: int = 120) -> list[str]:
         """The terminal table: tests x archs, then per-arch totals and how each arch ran."""
-        if not self.outcomes:
+        if not self._cells:
             return []
         archs = self.archs
         tests = self.tests()
@@ -148,7 +145,7 @@ class Matrix:
     def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The document written by ``--multiarch-report`` (format version in ``format``)."""
         images: dict[str, dict[str, dict[str, Any]]] = {}
-        for o in self.outcomes:
+        for o in self._cells.values():
             key = o.image or "(tests)"
             per_arch = images.setdefault(key, {}).setdefault(
                 o.arch, {"digest": o.digest, "how": self._how(o.arch), "checks": []}
@@ -158,6 +155,7 @@ class Matrix:
             per_arch["checks"].append(
                 {k: v for k, v in asdict(o).items() if k not in ("arch", "image")}
             )
+        totals = self.totals()
         doc: dict[str, Any] = {
             "format": REPORT_FORMAT,
             "host": {"machine": _platform.machine(), "node": _platform.node(),
@@ -169,7 +167,7 @@ class Matrix:
                     if a in self.arch_lines else None,
                     "wall_time": round(self.arch_lines[a].wall_time, 3)
                     if a in self.arch_lines else 0.0,
-                    "totals": self.totals().get(a, {}),
+                    "totals": totals.get(a, {}),
                 }
                 for a in self.archs
             },

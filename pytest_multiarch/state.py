@@ -111,9 +111,7 @@ class State:
         """Can *plat* run here? Cached; remote hosts are checked when their runner starts."""
         if plat not in self._status:
             self._status[plat] = self._compute_status(plat)
-            self.matrix.arch_lines.setdefault(
-                plat.arch_name, _arch_line(plat.arch_name)
-            ).how = self._status[plat].how
+            self.matrix.line(plat.arch_name).how = self._status[plat].how
         return self._status[plat]
 
     def _compute_status(self, plat: Platform) -> ArchStatus:
@@ -201,16 +199,12 @@ class State:
                     runner = make_default_runner(self, plat)
                 self._runners[plat] = runner
                 with contextlib.suppress(Exception):
-                    self.matrix.arch_lines.setdefault(
-                        plat.arch_name, _arch_line(plat.arch_name)
-                    ).how = runner.describe()
+                    self.matrix.line(plat.arch_name).how = runner.describe()
             return runner
 
     def set_emulation_factor(self, plat: Platform, factor: float) -> None:
         """Record *plat*'s emulation factor for the matrix and the report."""
-        self.matrix.arch_lines.setdefault(
-            plat.arch_name, _arch_line(plat.arch_name)
-        ).emulation_factor = factor
+        self.matrix.line(plat.arch_name).emulation_factor = factor
 
     def add_closer(self, closer: Any) -> None:
         """Call *closer()* when the session ends (after the runners are cleaned up)."""
@@ -295,12 +289,6 @@ def cleanup_all_sessions() -> None:
     """Close every live session's runners (Ctrl-C path)."""
     for state in list(_LIVE_STATES):
         state.close()
-
-
-def _arch_line(arch: str) -> Any:
-    from pytest_multiarch.report import ArchInfoLine
-
-    return ArchInfoLine(arch)
 
 
 def _host_of(url: str) -> str:
