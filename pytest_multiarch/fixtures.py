@@ -48,6 +48,21 @@ def multiarch_platforms(pytestconfig: pytest.Config) -> tuple[Platform, ...]:
     return get_state(pytestconfig).archs
 
 
+def require_available(item: pytest.Item, plat: Platform) -> None:
+    """Skip *item* when *plat* cannot run here, naming the fix; fail it with --arch-required."""
+    state = get_state(item.config)
+    status = state.status(plat)
+    if status.ok:
+        return
+    message = f"{plat.arch_name} cannot run here: {status.reason}"
+    if status.fix:
+        message += f"; fix: {status.fix}"
+    if state.cfg.arch_required:
+        item.user_properties.append(("failure_class", "ArchUnavailable"))
+        pytest.fail(message + " (failed because --arch-required is set)", pytrace=False)
+    pytest.skip(message)
+
+
 def _require_arch(arch: Platform | None) -> Platform:
     if arch is None:  # the skipped placeholder of an empty @archs() selection
         pytest.skip("no architecture selected")
@@ -275,12 +290,7 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
     service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest_fleet")
     database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest_fleet")
     for plat in state.archs:
-        status = state.status(plat)
-        if not status.ok:
-            message = f"{plat.arch_name} cannot run here: {status.reason}; fix: {status.fix}"
-            if state.cfg.arch_required:
-                pytest.fail(message, pytrace=False)
-            pytest.skip(message)
+        require_available(request.node, plat)
     reference = state.cfg.reference_arch or state.archs[0]
     running: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:

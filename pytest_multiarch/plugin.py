@@ -16,12 +16,12 @@ from pytest_multiarch import hookspecs
 from pytest_multiarch.config import STATE_KEY, get_state
 from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.fixtures import *  # noqa: F403 - registers the public fixtures
+from pytest_multiarch.fixtures import require_available
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.report import Outcome
 from pytest_multiarch.state import (
     ARCH_ARG,
     PAIR_ARG,
-    ArchStatus,
     State,
     item_platform,
     item_platforms,
@@ -194,20 +194,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("multiarch_static") is not None:
         return  # static checks read the image; they need no emulator
     for needed in item_platforms(item):
-        _require_available(item, needed)
-
-
-def _require_available(item: pytest.Item, plat: Platform) -> None:
-    status: ArchStatus = get_state(item.config).status(plat)
-    if status.ok:
-        return
-    message = f"{plat.arch_name} cannot run here: {status.reason}"
-    if status.fix:
-        message += f"; fix: {status.fix}"
-    if get_state(item.config).cfg.arch_required:
-        item.user_properties.append(("failure_class", "ArchUnavailable"))
-        pytest.fail(message + " (failed because --arch-required is set)", pytrace=False)
-    pytest.skip(message)
+        require_available(item, needed)
 
 
 @pytest.hookimpl(wrapper=True)
