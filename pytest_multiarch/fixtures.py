@@ -219,21 +219,14 @@ def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[A
     with ``.session`` (a ``requests.Session`` bound to the base URL), ``.get(path)``,
     ``.post(path, json=…)`` and ``.stop_database()``.
     """
-    from pytest_multiarch.checks.rest import rest_service
-    from pytest_multiarch.images import emulation_factor, engine_client, resolve_variant
+    from pytest_multiarch.images import resolve_variant, rest_service_for
 
     plat = _require_arch(arch)
     state = get_state(request.config)
     service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest")
     database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest")
-    resolved = resolve_variant(state, service, plat)
-    state.digests[request.node.nodeid] = resolved.digest
-    svc = rest_service(
-        engine_client(state, plat, "multiarch_rest"), platform=plat,
-        service_image=resolved.pinned, db_image=resolve_variant(state, database, plat).pinned,
-        session_id=state.session_id, emulation_factor=emulation_factor(state, database, plat),
-    )
-    with svc as running:
+    state.digests[request.node.nodeid] = resolve_variant(state, service, plat).digest
+    with rest_service_for(state, service, database, plat, "multiarch_rest") as running:
         state.add_log_source(request.node.nodeid, running.logs)
         yield running
 
@@ -283,8 +276,8 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
     answer (status, Content-Type, JSON body compared structurally) differs from the reference
     arch's (``--multiarch-reference-arch``, default the first of ``--arch``).
     """
-    from pytest_multiarch.checks.rest import RestFleet, rest_service
-    from pytest_multiarch.images import emulation_factor, engine_client, resolve_variant
+    from pytest_multiarch.checks.rest import RestFleet
+    from pytest_multiarch.images import rest_service_for
 
     state = get_state(request.config)
     service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest_fleet")
@@ -295,13 +288,9 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
     running: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         for plat in state.archs:
-            running[plat.architecture] = stack.enter_context(rest_service(
-                engine_client(state, plat, "multiarch_rest_fleet"), platform=plat,
-                service_image=resolve_variant(state, service, plat).pinned,
-                db_image=resolve_variant(state, database, plat).pinned,
-                session_id=state.session_id,
-                emulation_factor=emulation_factor(state, database, plat),
-            ))
+            running[plat.architecture] = stack.enter_context(
+                rest_service_for(state, service, database, plat, "multiarch_rest_fleet")
+            )
         for svc in running.values():
             state.add_log_source(request.node.nodeid, svc.logs)
         yield RestFleet(running, reference.architecture)

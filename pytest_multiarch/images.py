@@ -7,6 +7,7 @@ caches).  No pytest here: fixtures and gate items call these functions.
 from __future__ import annotations
 
 import functools
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from pytest_multiarch.errors import MultiarchError
@@ -22,6 +23,7 @@ from pytest_multiarch.resolve import (
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit import AuditResult
+    from pytest_multiarch.checks.rest import RestService
     from pytest_multiarch.registry import Manifest
     from pytest_multiarch.runners.base import Container, Runner, RunResult
     from pytest_multiarch.state import State
@@ -185,6 +187,21 @@ def engine_client(state: State, plat: Platform, what: str) -> Any:
             "Start dockerd or podman, or use --engine=docker"
         )
     return client
+
+
+def rest_service_for(
+    state: State, service: str, database: str, plat: Platform, what: str
+) -> AbstractContextManager[RestService]:
+    """*service*'s *plat* variant with *database*'s beside it, both by digest, ready when
+    entered; readiness waits scale with the emulation factor. *what* names the caller."""
+    from pytest_multiarch.checks.rest import rest_service
+
+    return rest_service(
+        engine_client(state, plat, what), platform=plat,
+        service_image=resolve_variant(state, service, plat).pinned,
+        db_image=resolve_variant(state, database, plat).pinned,
+        session_id=state.session_id, emulation_factor=emulation_factor(state, database, plat),
+    )
 
 
 # -- the generated gate checks -----------------------------------------------------------------
