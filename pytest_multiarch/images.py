@@ -80,7 +80,7 @@ def audit_variant(
         (layer.digest, layer.media_type, functools.partial(source.open_blob, variant_ref, layer))
         for layer in resolved.layers
     ]
-    cache_dir = state.cfg.cache_dir / "audit" if state.cfg.cache_dir is not None else None
+    cache_dir = state.cache_subdir("audit")
     return audit(
         resolved.pinned, plat, resolved.config, layers, host=Platform.host(), allow=allow,
         cache_dir=cache_dir,
@@ -89,20 +89,15 @@ def audit_variant(
 
 def runner_for(state: State, text: str, plat: Platform) -> Runner:
     """The session runner for *plat*; OCI layouts run engine-less (an engine cannot pull them)."""
+    from pytest_multiarch.layout import OciLayout
+    from pytest_multiarch.runners import rootfs_runner
+    from pytest_multiarch.runners.engine import EngineRunner
+
     runner = state.runner(plat)
     source, _ = opened(state, text)
-    from pytest_multiarch.layout import OciLayout
-
-    if isinstance(source, OciLayout) and type(runner).__name__ == "EngineRunner":
+    if isinstance(source, OciLayout) and isinstance(runner, EngineRunner):
         if plat not in state.layout_runners:
-            from pytest_multiarch.runners.base import Session
-            from pytest_multiarch.runners.rootfs import RootfsRunner
-
-            cache = state.cfg.cache_dir / "rootfs" if state.cfg.cache_dir is not None else None
-            state.layout_runners[plat] = RootfsRunner(
-                registry=state.registry(), cache_dir=cache, platform=plat,
-                session=Session.new(state.session_id), mem_limit=state.cfg.mem_limit,
-            )
+            state.layout_runners[plat] = rootfs_runner(state, plat)
             state.add_closer(state.layout_runners[plat].close)
         return state.layout_runners[plat]
     return runner
@@ -165,9 +160,9 @@ def emulation_factor(state: State, text: str, plat: Platform) -> float:
         try:
             emulated = resolve_variant(state, text, plat).pinned
             native = resolve_variant(state, text, host).pinned
-            cache = state.cfg.cache_dir / "emulation" if state.cfg.cache_dir else None
             found = measure(runner_for(state, text, plat), plat, emulated_image=emulated,
-                            native_image=native, native=host, cache_dir=cache)
+                            native_image=native, native=host,
+                            cache_dir=state.cache_subdir("emulation"))
             state.emulation[plat] = found.factor
         except Exception:  # a side measurement: the default factor is a safe answer
             from pytest_multiarch.emulation import DEFAULT_FACTOR

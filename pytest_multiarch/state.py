@@ -161,7 +161,7 @@ class State:
 
         from pytest_multiarch import binfmt, emulation
 
-        cache = self.cfg.cache_dir / "emulation" if self.cfg.cache_dir else None
+        cache = self.cache_subdir("emulation")
         path = emulation.cache_file(cache or emulation.default_cache_dir(), plat,
                                     binfmt.qemu_version(plat))
         try:
@@ -205,6 +205,10 @@ class State:
     def set_emulation_factor(self, plat: Platform, factor: float) -> None:
         """Record *plat*'s emulation factor for the matrix and the report."""
         self.matrix.line(plat.arch_name).emulation_factor = factor
+
+    def cache_subdir(self, name: str) -> Path | None:
+        """``--multiarch-cache-dir``/*name*, or None for the module's own default cache."""
+        return self.cfg.cache_dir / name if self.cfg.cache_dir is not None else None
 
     def add_closer(self, closer: Any) -> None:
         """Call *closer()* when the session ends (after the runners are cleaned up)."""
@@ -294,8 +298,3 @@ def cleanup_all_sessions() -> None:
 def _host_of(url: str) -> str:
     rest = url.split("://", 1)[-1]
     return rest.rsplit("@", 1)[-1] or url
-
-
-def cache_root(cfg: MultiarchConfig) -> Path:
-    """The cache directory, resolved at call time (never at import)."""
-    return cfg.cache_dir or Path.home() / ".cache" / "pytest-multiarch"

@@ -21,7 +21,7 @@ from pytest_multiarch.errors import EngineUnavailable, MultiarchError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Runner, Session
 
-__all__ = ["engine_choice", "engine_header", "make_default_runner"]
+__all__ = ["engine_choice", "engine_header", "make_default_runner", "rootfs_runner"]
 
 
 class _Settings(Protocol):
@@ -87,11 +87,18 @@ def make_default_runner(state: _State, platform: Platform) -> Runner:
         except EngineUnavailable:
             if engine != "auto":
                 raise
+    return rootfs_runner(state, platform, session)
+
+
+def rootfs_runner(state: _State, platform: Platform, session: Session | None = None) -> Runner:
+    """The engine-less runner for *platform*, unpacking into the session's rootfs cache."""
     from pytest_multiarch.runners.rootfs import RootfsRunner
 
+    cfg = state.cfg
     cache = cfg.cache_dir / "rootfs" if cfg.cache_dir is not None else None
     return RootfsRunner(registry=state.registry(), cache_dir=cache, platform=platform,
-                        session=session, mem_limit=cfg.mem_limit)
+                        session=session or Session.new(state.session_id),
+                        mem_limit=cfg.mem_limit)
 
 
 def _engine_runner(state: _State, choice: EngineChoice, platform: Platform, session: Session,
