@@ -54,7 +54,7 @@ GOALS = {"floor_ratio": 0.8, "pipeline_speedup": 5.0, "peak_rss_mb": 100.0}
 
 AUDIT_CHILD = r"""
 import hashlib, json, sys, tempfile, time
-from pytest_multiarch.audit import scan_layers
+from pytest_multiarch.audit.verdicts import scan_layers
 path, verify = sys.argv[1], sys.argv[2] == "1"
 
 class Hashing:

@@ -26,9 +26,9 @@ import docker
 
 from pytest_multiarch.checks._containers import engine_platform, remove_session, time_factor
 from pytest_multiarch.checks.mariadb import start_mariadb
-from pytest_multiarch.checks.mysql import replication_pair
+from pytest_multiarch.checks.replication import replication_pair
+from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.resolve import open_source, resolve
 
 DB_IMAGE = "127.0.0.1:5000/example/base-mariadb:bookworm"
 

@@ -27,10 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.registry import RegistryClient
+from pytest_multiarch.oci.resolve import ResolvedImage, list_platforms, resolve
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.reference import Reference
-from pytest_multiarch.registry import RegistryClient
-from pytest_multiarch.resolve import ResolvedImage, list_platforms, resolve
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer",
                "upgrade", "proxy-authenticate", "proxy-authorization"}
@@ -171,9 +171,9 @@ class Bench:
 
 _SUBPROCESS_RESOLVE = """
 import sys
-from pytest_multiarch.registry import RegistryClient
-from pytest_multiarch.reference import Reference
-from pytest_multiarch.resolve import list_platforms, resolve
+from pytest_multiarch.oci.registry import RegistryClient
+from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.resolve import list_platforms, resolve
 client = RegistryClient(cache_dir=sys.argv[2])
 ref = Reference.parse(sys.argv[1])
 top = client.get_manifest(ref)

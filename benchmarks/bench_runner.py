@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Session
-from pytest_multiarch.runners.engine import EngineRunner
+from pytest_multiarch.runners.docker.engine import EngineRunner
 
 STATE = Path(os.environ.get("PYTEST_MULTIARCH_TESTBED", "/var/lib/pytest-multiarch-testbed"))
 

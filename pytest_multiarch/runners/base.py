@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from pytest_multiarch.binfmt import BinfmtStatus
 from pytest_multiarch.errors import (
     CommandFailed,
     CommandNotFound,
@@ -35,6 +34,7 @@ from pytest_multiarch.errors import (
     RunnerError,
     UsageError,
 )
+from pytest_multiarch.host.binfmt import BinfmtStatus
 from pytest_multiarch.platforms import Platform
 
 #: Labels on every container, network and volume a runner creates.
@@ -183,7 +183,7 @@ def require_digest(image: str) -> None:
         raise UsageError(
             f"runners take images by digest, got {image!r}; a tag may silently run another "
             "architecture's variant already in the engine's store. Resolve it first "
-            "(pytest_multiarch.resolve) and pass the variant's 'repo@sha256:…'"
+            "(pytest_multiarch.oci.resolve) and pass the variant's 'repo@sha256:…'"
         )
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from pytest_multiarch.audit import AuditResult, Kind, Layer, Severity, audit_variant
+from pytest_multiarch.audit.verdicts import AuditResult, Kind, Layer, Severity, audit_variant
+from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.registry import RegistryClient
+from pytest_multiarch.oci.resolve import resolve
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.reference import Reference
-from pytest_multiarch.registry import RegistryClient
-from pytest_multiarch.resolve import resolve
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 
 from pytest_multiarch.checks import workload
 from pytest_multiarch.checks.errors import ReplicationMismatch, ReplicationRefused
-from pytest_multiarch.checks.mysql import ReplicationPair, replication_pair
+from pytest_multiarch.checks.replication import ReplicationPair, replication_pair
+from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.resolve import open_source, resolve
 
 pytestmark = pytest.mark.integration
 

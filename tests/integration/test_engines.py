@@ -31,8 +31,6 @@ import docker
 import pytest
 from docker.types import Ulimit
 
-from pytest_multiarch import binfmt
-from pytest_multiarch.engines import PodmanService, detect, reap_stale_services
 from pytest_multiarch.errors import (
     CommandNotFound,
     EmulatorMissing,
@@ -42,9 +40,11 @@ from pytest_multiarch.errors import (
     UlimitRefused,
     UsageError,
 )
+from pytest_multiarch.host import binfmt
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import LABEL_SESSION, Session, check_runs
-from pytest_multiarch.runners.engine import EngineRunner, reap_stale
+from pytest_multiarch.runners.detect import PodmanService, detect, reap_stale_services
+from pytest_multiarch.runners.docker.engine import EngineRunner, reap_stale
 
 if TYPE_CHECKING:  # at run time `conftest` may be another directory's (tests/unit has one)
     from conftest import Testbed
@@ -284,7 +284,7 @@ SIGINT_CHILD = textwrap.dedent("""
     import sys
     from pytest_multiarch.platforms import Platform
     from pytest_multiarch.runners.base import Session
-    from pytest_multiarch.runners.engine import EngineRunner
+    from pytest_multiarch.runners.docker.engine import EngineRunner
 
     image, session, url = sys.argv[1], sys.argv[2], sys.argv[3] or None
     runner = EngineRunner(url, session=Session.new(session))
@@ -409,7 +409,7 @@ def test_registries_conf_marks_the_loopback_registry_insecure() -> None:
 
 KILLED_OWNER = textwrap.dedent("""
     import os, signal
-    from pytest_multiarch.engines import PodmanService
+    from pytest_multiarch.runners.detect import PodmanService
     service = PodmanService()
     print(service.acquire(), service.pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -451,7 +451,7 @@ class FakeState:
         self.session_id = f"default-{engine}-{os.getpid()}"
 
     def registry(self) -> Any:
-        from pytest_multiarch.registry import RegistryClient
+        from pytest_multiarch.oci.registry import RegistryClient
 
         return RegistryClient(cache=False)
 
@@ -459,7 +459,7 @@ class FakeState:
 def test_engine_podman_starts_one_service_for_the_session_and_stops_it(
     testbed: Testbed, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from pytest_multiarch.runners import engine_header, make_default_runner
+    from pytest_multiarch.runners.factory import engine_header, make_default_runner
 
     monkeypatch.delenv("CONTAINER_HOST", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no rootless socket
@@ -502,7 +502,7 @@ def rootless(testbed: Testbed) -> Iterator[str]:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    from pytest_multiarch.engines import probe
+    from pytest_multiarch.runners.detect import probe
 
     deadline = time.monotonic() + 60
     while not probe(f"unix://{sock}").answered:

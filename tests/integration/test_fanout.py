@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_multiarch.binfmt import handler_disabled
+from pytest_multiarch.host.binfmt import handler_disabled
 from pytest_multiarch.platforms import Platform
 
 if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests shadow

@@ -42,16 +42,16 @@ from pytest_multiarch.errors import (
     RegistryError,
     RegistryUnreachable,
 )
-from pytest_multiarch.platforms import Platform
-from pytest_multiarch.reference import Reference
-from pytest_multiarch.registry import (
+from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.registry import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
     RegistryClient,
     digest_of,
 )
-from pytest_multiarch.resolve import check_config_platform, list_platforms, open_source, resolve
+from pytest_multiarch.oci.resolve import check_config_platform, list_platforms, open_source, resolve
+from pytest_multiarch.platforms import Platform
 
 pytestmark = pytest.mark.integration
 
@@ -572,9 +572,9 @@ def test_credentials_never_in_pytest_output(pytester: pytest.Pytester, auth_imag
     bad = _docker_config(tmp_path / "bad", AUTH, user, wrong)
     pytester.makepyfile(
         f"""
-        from pytest_multiarch.reference import Reference
-        from pytest_multiarch.registry import RegistryClient
-        from pytest_multiarch.resolve import resolve
+        from pytest_multiarch.oci.reference import Reference
+        from pytest_multiarch.oci.registry import RegistryClient
+        from pytest_multiarch.oci.resolve import resolve
         from pytest_multiarch.platforms import Platform
 
         REF = Reference.parse({str(auth_image)!r})

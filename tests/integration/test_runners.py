@@ -23,7 +23,6 @@ from typing import Any
 import docker
 import pytest
 
-from pytest_multiarch import binfmt, emulation
 from pytest_multiarch.errors import (
     CommandFailed,
     CommandNotFound,
@@ -37,10 +36,12 @@ from pytest_multiarch.errors import (
     RemoteHostUnavailable,
     RunTimeout,
 )
+from pytest_multiarch.host import binfmt
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners import emulation
 from pytest_multiarch.runners.base import LABEL_SESSION, Session, check_runs
-from pytest_multiarch.runners.engine import EngineRunner, SSHOptions, reap_stale
-from pytest_multiarch.runners.rootfs import RootfsRunner
+from pytest_multiarch.runners.docker.engine import EngineRunner, SSHOptions, reap_stale
+from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +126,7 @@ def rootfs_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def rootfs_runner(cache: Path, mode: str, session_id: str) -> RootfsRunner:
-    from pytest_multiarch.registry import RegistryClient
+    from pytest_multiarch.oci.registry import RegistryClient
 
     return RootfsRunner(registry=RegistryClient(cache=False), cache_dir=cache, mode=mode,
                         session=Session.new(session_id))
@@ -440,7 +441,7 @@ SIGINT_CHILD = textwrap.dedent("""
     import sys
     from pytest_multiarch.platforms import Platform
     from pytest_multiarch.runners.base import Session
-    from pytest_multiarch.runners.engine import EngineRunner
+    from pytest_multiarch.runners.docker.engine import EngineRunner
 
     image, session = sys.argv[1], sys.argv[2]
     runner = EngineRunner(session=Session.new(session))
@@ -537,14 +538,14 @@ class FakeState:
         self.session_id = f"default-{os.getpid()}"
 
     def registry(self) -> Any:
-        from pytest_multiarch.registry import RegistryClient
+        from pytest_multiarch.oci.registry import RegistryClient
 
         return RegistryClient(cache=False)
 
 
 def test_make_default_runner(corpus: dict[str, Any], tmp_path: Path) -> None:
-    from pytest_multiarch.runners import make_default_runner
     from pytest_multiarch.runners.base import Runner
+    from pytest_multiarch.runners.factory import make_default_runner
 
     image = pinned(corpus, "busybox", "linux/s390x")
     for engine, kind in (("auto", EngineRunner), ("docker", EngineRunner),

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import pytest
 import zstandard
 
-from pytest_multiarch.audit import (
+from pytest_multiarch.audit.verdicts import (
     AuditResult,
     Kind,
     Layer,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_multiarch import binfmt
-from pytest_multiarch.binfmt import BinfmtState, parse_handler, preflight
+from pytest_multiarch.host import binfmt
+from pytest_multiarch.host.binfmt import BinfmtState, parse_handler, preflight
 from pytest_multiarch.platforms import ARCHES, Platform, arch_info
 
 # Verbatim from /proc/sys/fs/binfmt_misc on a Debian 12 host with qemu-user-static 7.2.

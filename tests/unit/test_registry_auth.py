@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from pytest_multiarch.auth import (
+from pytest_multiarch.errors import RegistryError
+from pytest_multiarch.oci.auth import (
     Credentials,
     docker_config_dir,
     load_docker_credentials,
     parse_challenges,
 )
-from pytest_multiarch.auth import basic_auth as _basic
-from pytest_multiarch.errors import RegistryError
-from pytest_multiarch.registry import RegistryClient
+from pytest_multiarch.oci.auth import basic_auth as _basic
+from pytest_multiarch.oci.registry import RegistryClient
 
 SECRET = "s3cr3t-Pa55word"
 

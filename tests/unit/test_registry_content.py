@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 import requests
 
-from pytest_multiarch.content import (
+from pytest_multiarch.errors import (
+    DigestMismatchError,
+    InvalidManifestError,
+    InvalidReference,
+    RegistryUnreachable,
+)
+from pytest_multiarch.oci.content import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -24,14 +30,8 @@ from pytest_multiarch.content import (
     default_cache_dir,
     digest_of,
 )
-from pytest_multiarch.errors import (
-    DigestMismatchError,
-    InvalidManifestError,
-    InvalidReference,
-    RegistryUnreachable,
-)
-from pytest_multiarch.reference import Reference
-from pytest_multiarch.registry import ACCEPT, RegistryClient, is_loopback
+from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.registry import ACCEPT, RegistryClient, is_loopback
 
 D = "sha256:" + "ab" * 32
 DESC = {"mediaType": OCI_MANIFEST, "digest": D, "size": 10}

@@ -9,18 +9,18 @@ from typing import Any
 
 import pytest
 
-from pytest_multiarch.content import OCI_INDEX, OCI_MANIFEST
 from pytest_multiarch.errors import (
     DigestMismatchError,
     InvalidReference,
     NotFoundError,
     PlatformNotInIndex,
 )
-from pytest_multiarch.layout import LayoutReference, OciLayout
+from pytest_multiarch.oci.content import OCI_INDEX, OCI_MANIFEST
+from pytest_multiarch.oci.layout import LayoutReference, OciLayout
+from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.registry import RegistryClient
+from pytest_multiarch.oci.resolve import check_config_platform, list_platforms, open_source, resolve
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.reference import Reference
-from pytest_multiarch.registry import RegistryClient
-from pytest_multiarch.resolve import check_config_platform, list_platforms, open_source, resolve
 
 
 class LayoutWriter:

@@ -17,9 +17,8 @@ from pytest_multiarch.errors import (
     PlatformMismatchError,
     PlatformNotInIndex,
 )
-from pytest_multiarch.platforms import Platform
-from pytest_multiarch.reference import Reference
-from pytest_multiarch.registry import (
+from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.registry import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -28,11 +27,12 @@ from pytest_multiarch.registry import (
     blob_digest,
     verify_digest,
 )
-from pytest_multiarch.resolve import (
+from pytest_multiarch.oci.resolve import (
     check_config_platform,
     list_platforms,
     resolve,
 )
+from pytest_multiarch.platforms import Platform
 
 REF = Reference.parse("127.0.0.1:5000/app:1.0")
 

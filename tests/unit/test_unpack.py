@@ -17,10 +17,10 @@ from typing import Any, BinaryIO
 import pytest
 
 from pytest_multiarch.errors import UnsafeLayerError
+from pytest_multiarch.oci.registry import Manifest
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.registry import Manifest
-from pytest_multiarch.runners.rootfs import RootfsRunner
-from pytest_multiarch.runners.unpack import (
+from pytest_multiarch.runners.rootfs.runner import RootfsRunner
+from pytest_multiarch.runners.rootfs.unpack import (
     LayerApplier,
     resolve_in_root,
     unpack_layers,

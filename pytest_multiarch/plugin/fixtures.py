@@ -1,0 +1,297 @@
+"""The public fixtures. Thin: each hands off to library code that owns the real work.
+
+``arch`` itself is not defined here: the plugin parametrizes it (one ``Platform`` per requested
+architecture) in ``pytest_generate_tests``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_multiarch.platforms import Platform
+from pytest_multiarch.plugin.options import get_state
+from pytest_multiarch.session.settings import MultiarchConfig
+
+if TYPE_CHECKING:
+    from pytest_multiarch.audit.verdicts import AuditResult
+    from pytest_multiarch.oci.resolve import ResolvedImage
+    from pytest_multiarch.runners.base import RunResult
+
+__all__ = [
+    "_multiarch_pair",
+    "multiarch_audit",
+    "multiarch_config",
+    "multiarch_container",
+    "multiarch_image",
+    "multiarch_platforms",
+    "multiarch_replication",
+    "multiarch_rest",
+    "multiarch_rest_fleet",
+    "multiarch_run",
+    "multiarch_runner",
+    "multiarch_shared_container",
+]
+
+
+@pytest.fixture(scope="session")
+def multiarch_config(pytestconfig: pytest.Config) -> MultiarchConfig:
+    """The validated multiarch settings of this session."""
+    return get_state(pytestconfig).cfg
+
+
+@pytest.fixture(scope="session")
+def multiarch_platforms(pytestconfig: pytest.Config) -> tuple[Platform, ...]:
+    """Every architecture requested for this session, canonical and de-duplicated."""
+    return get_state(pytestconfig).archs
+
+
+def require_available(item: pytest.Item, plat: Platform) -> None:
+    """Skip *item* when *plat* cannot run here, naming the fix; fail it with --arch-required."""
+    state = get_state(item.config)
+    status = state.status(plat)
+    if status.ok:
+        return
+    message = f"{plat.arch_name} cannot run here: {status.reason}"
+    if status.fix:
+        message += f"; fix: {status.fix}"
+    if state.cfg.arch_required:
+        item.user_properties.append(("failure_class", "ArchUnavailable"))
+        pytest.fail(message + " (failed because --arch-required is set)", pytrace=False)
+    pytest.skip(message)
+
+
+def _require_arch(arch: Platform | None) -> Platform:
+    if arch is None:  # the skipped placeholder of an empty @archs() selection
+        pytest.skip("no architecture selected")
+    return arch
+
+
+@pytest.fixture
+def multiarch_image(
+    request: pytest.FixtureRequest, arch: Platform
+) -> Callable[[str], ResolvedImage]:
+    """``multiarch_image(ref)``: resolve *ref* to this arch's variant (digest, config, layers).
+
+    Registry references and ``oci:DIR[:TAG]`` layouts are both accepted.
+    """
+    plat = _require_arch(arch)
+    state = get_state(request.config)
+
+    def resolve_for_arch(ref: str) -> ResolvedImage:
+        from pytest_multiarch.session.images import resolve_variant
+
+        resolved = resolve_variant(state, ref, plat)
+        state.digests[request.node.nodeid] = resolved.digest
+        return resolved
+
+    return resolve_for_arch
+
+
+@pytest.fixture
+def multiarch_audit(
+    request: pytest.FixtureRequest, arch: Platform
+) -> Callable[..., AuditResult]:
+    """``multiarch_audit(ref, allow=())``: static scan of this arch's variant; see AuditResult."""
+    plat = _require_arch(arch)
+    state = get_state(request.config)
+    marker_allow = tuple(
+        str(glob) for mark in request.node.iter_markers("multiarch_allow") for glob in mark.args
+    )
+
+    def audit(ref: str, allow: tuple[str, ...] = ()) -> AuditResult:
+        from pytest_multiarch.session.images import audit_variant, resolve_variant
+
+        state.digests[request.node.nodeid] = resolve_variant(state, ref, plat).digest
+        return audit_variant(
+            state, ref, plat, allow=(*state.cfg.allow_foreign, *marker_allow, *allow)
+        )
+
+    return audit
+
+
+@pytest.fixture
+def multiarch_runner(request: pytest.FixtureRequest, arch: Platform) -> Any:
+    """The runner executing containers for this arch (local engine, remote host or rootfs)."""
+    return get_state(request.config).runner(_require_arch(arch))
+
+
+@pytest.fixture
+def multiarch_run(
+    request: pytest.FixtureRequest, arch: Platform
+) -> Callable[..., RunResult]:
+    """``multiarch_run(ref, cmd, check=False, **options)`` → exit code, stdout, stderr, duration.
+
+    The image runs by digest for this arch.  With ``check=True`` a failure raises the classified
+    error (ExecFormatError, EmulatorMissing, EmulatorCrash, OutOfMemory, …).
+    """
+    plat = _require_arch(arch)
+    state = get_state(request.config)
+
+    def run(ref: str, cmd: str | list[str] | None = None, *, check: bool = False,
+            **options: Any) -> RunResult:
+        from pytest_multiarch.session.images import run_variant
+
+        result, digest = run_variant(state, ref, plat, cmd, check=check, **options)
+        state.digests[request.node.nodeid] = digest
+        if result.logs:
+            state.logs.setdefault(request.node.nodeid, []).append((f"{ref} [{plat}]", result.logs))
+        return result
+
+    return run
+
+
+@contextlib.contextmanager
+def _containers(state: Any, plat: Platform, nodeid: str) -> Iterator[Callable[..., Any]]:
+    from pytest_multiarch.session.images import start_variant
+
+    started: list[Any] = []
+
+    def start(ref: str, **options: Any) -> Any:
+        container, digest = start_variant(state, ref, plat, **options)
+        state.digests[nodeid] = digest
+        started.append(container)
+        state.add_log_source(nodeid, lambda: {container.name: container.logs()})
+        return container
+
+    try:
+        yield start
+    finally:
+        for container in reversed(started):
+            with contextlib.suppress(Exception):
+                # Test containers are thrown away: a short grace period, not docker's 10 s.
+                container.stop(timeout=2)
+
+
+@pytest.fixture
+def multiarch_container(
+    request: pytest.FixtureRequest, arch: Platform
+) -> Generator[Callable[..., Any], None, None]:
+    """``multiarch_container(ref, **options)``: a started container of this arch's variant.
+
+    It offers ``exec(cmd)``, ``logs()`` and ``host_port(port)``, and is removed after the test;
+    its logs join the report of a failed test.
+    """
+    state = get_state(request.config)
+    with _containers(state, _require_arch(arch), request.node.nodeid) as start:
+        yield start
+
+
+@pytest.fixture(scope="session")
+def multiarch_shared_container(
+    request: pytest.FixtureRequest, arch: Platform
+) -> Generator[Callable[..., Any], None, None]:
+    """Like ``multiarch_container`` but started once per arch and image for the whole session.
+
+    Calls with the same reference and options return the same container.
+    """
+    state = get_state(request.config)
+    cache: dict[tuple[str, str], Any] = {}
+    with _containers(state, _require_arch(arch), f"session:{arch}") as start:
+
+        def shared(ref: str, **options: Any) -> Any:
+            key = (ref, repr(sorted(options.items())))
+            if key not in cache:
+                cache[key] = start(ref, **options)
+            return cache[key]
+
+        yield shared
+
+
+def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:
+    value = str(config.getini(name)).strip()
+    if not value:
+        raise pytest.UsageError(
+            f"pytest-multiarch: the {fixture} fixture needs the ini option {name} = REF "
+            "(the multi-arch image to start), e.g. in pytest.ini"
+        )
+    return value
+
+
+@pytest.fixture
+def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[Any]:
+    """The REST service of ini ``multiarch_service_image`` running for this arch, ready.
+
+    Its MariaDB (ini ``multiarch_db_image``) runs beside it on a private network.  Readiness is a
+    real ``GET /healthz``, with a timeout scaled by the arch's emulation factor.  Gives an object
+    with ``.session`` (a ``requests.Session`` bound to the base URL), ``.get(path)``,
+    ``.post(path, json=…)`` and ``.stop_database()``.
+    """
+    from pytest_multiarch.session.images import resolve_variant, rest_service_for
+
+    plat = _require_arch(arch)
+    state = get_state(request.config)
+    service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest")
+    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest")
+    state.digests[request.node.nodeid] = resolve_variant(state, service, plat).digest
+    with rest_service_for(state, service, database, plat, "multiarch_rest") as running:
+        state.add_log_source(request.node.nodeid, running.logs)
+        yield running
+
+
+@pytest.fixture
+def _multiarch_pair(request: pytest.FixtureRequest) -> tuple[Platform, Platform]:
+    pair: tuple[Platform, Platform] = request.param
+    return pair
+
+
+@pytest.fixture
+def multiarch_replication(
+    request: pytest.FixtureRequest, _multiarch_pair: tuple[Platform, Platform]
+) -> Iterator[Any]:
+    """A MariaDB primary on one arch replicating (GTID) to a replica on another, running.
+
+    Parametrized over the ordered pairs of the requested archs (ids ``arm64-to-amd64``), or the
+    pairs named by ``@pytest.mark.replication_pairs(("arm64", "amd64"), …)``.  Gives
+    ``.run_workload(rows, fault=None)``, ``.wait_caught_up()``, ``.compare()`` (a verdict with
+    ``.ok`` and ``.message``), ``.restart_replica()`` and ``.restart_primary()``.
+    """
+    from pytest_multiarch.checks.replication import replication_pair
+    from pytest_multiarch.session.images import emulation_factor, engine_client, resolve_variant
+
+    primary, replica = _multiarch_pair
+    state = get_state(request.config)
+    database = _ini_image(request.config, "multiarch_db_image", "multiarch_replication")
+    factor = max(emulation_factor(state, database, primary),
+                 emulation_factor(state, database, replica))
+    pair = replication_pair(
+        engine_client(state, primary, "multiarch_replication"),
+        primary_platform=primary, replica_platform=replica,
+        primary_image=resolve_variant(state, database, primary).pinned,
+        replica_image=resolve_variant(state, database, replica).pinned,
+        session_id=state.session_id, emulation_factor=factor,
+    )
+    with pair as running:
+        state.add_log_source(request.node.nodeid, running.logs)
+        yield running
+
+
+@pytest.fixture
+def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The REST service started on every requested arch at once, to compare their answers.
+
+    ``fleet.assert_same("GET", "/offerings")`` asks every arch and fails naming each arch whose
+    answer (status, Content-Type, JSON body compared structurally) differs from the reference
+    arch's (``--multiarch-reference-arch``, default the first of ``--arch``).
+    """
+    from pytest_multiarch.checks.rest import RestFleet
+    from pytest_multiarch.session.images import rest_service_for
+
+    state = get_state(request.config)
+    service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest_fleet")
+    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest_fleet")
+    for plat in state.archs:
+        require_available(request.node, plat)
+    reference = state.cfg.reference_arch or state.archs[0]
+    running: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        for plat in state.archs:
+            running[plat.architecture] = stack.enter_context(
+                rest_service_for(state, service, database, plat, "multiarch_rest_fleet")
+            )
+        for svc in running.values():
+            state.add_log_source(request.node.nodeid, svc.logs)
+        yield RestFleet(running, reference.architecture)

@@ -1,0 +1,98 @@
+"""The generated gate: ``pytest --multiarch-image=REF --arch=…`` with no test files.
+
+For each image × arch it adds four checks, run in this order, the arch in their ids:
+
+* ``platform``  — the index has an entry for the arch;
+* ``config``    — the variant's config says the same os/architecture/variant as its index entry;
+* ``binaries``  — the static audit: entrypoint, loader and every ELF file are for the arch;
+* ``smoke``     — the variant's default command (or ``--multiarch-smoke-cmd``) runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.platforms import Platform
+
+if TYPE_CHECKING:
+    from pytest_multiarch.session.state import State
+
+CHECKS = ("platform", "config", "binaries", "smoke")
+
+
+class GateCheckFailed(MultiarchError):
+    """A generated gate check did not pass."""
+
+
+class MultiarchGate(pytest.Collector):
+    """The collector holding the generated checks of one image."""
+
+    def collect(self) -> list[pytest.Item]:  # pragma: no cover - items are made directly
+        return []
+
+
+class GateItem(pytest.Item):
+    """One generated check of one image on one architecture."""
+
+    def __init__(
+        self, *, check: str, image: str, platform: Platform, state: State, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+        self.multiarch_image = image
+        self.multiarch_platform = platform
+        self._state = state
+
+    def runtest(self) -> None:
+        from pytest_multiarch.errors import PlatformNotInIndex
+        from pytest_multiarch.session import images
+
+        if self.check != "platform":
+            # Only the platform check reports a missing variant; the others have nothing to check.
+            try:
+                images.resolve_variant(self._state, self.multiarch_image, self.multiarch_platform)
+            except PlatformNotInIndex:
+                pytest.skip(
+                    f"no {self.multiarch_platform} variant to check: the platform check fails"
+                )
+        run: Callable[[State, str, Platform], str] = getattr(images, f"gate_{self.check}")
+        digest = run(self._state, self.multiarch_image, self.multiarch_platform)
+        if digest:
+            self._state.digests[self.nodeid] = digest
+
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
+    ) -> str | Any:
+        if isinstance(excinfo.value, MultiarchError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        return (
+            f"multiarch-gate {self.multiarch_image}",
+            None,
+            f"{self.check} check of {self.multiarch_image} on {self.multiarch_platform}",
+        )
+
+
+def make_gate_items(session: pytest.Session, state: State) -> list[pytest.Item]:
+    """The generated checks for every ``--multiarch-image`` × requested arch."""
+    items: list[pytest.Item] = []
+    for image in state.cfg.images:
+        name = f"multiarch-gate[{image}]"
+        gate = MultiarchGate.from_parent(session, name=name, nodeid=name)
+        for check in CHECKS:
+            for plat in state.archs:
+                item = GateItem.from_parent(
+                    gate, name=f"{check}[{plat.arch_name}]", check=check, image=image,
+                    platform=plat, state=state,
+                )
+                if check in ("platform", "config", "binaries"):
+                    # Static checks need no emulator: they must not be skipped for a missing one.
+                    item.add_marker(pytest.mark.multiarch_static)
+                items.append(item)
+    return items

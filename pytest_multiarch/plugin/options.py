@@ -1,0 +1,254 @@
+"""Options, ini keys and environment variables, resolved once per session.
+
+Precedence is pytest-django's: command-line option, then environment variable, then ini key, then
+the default.  Every resolved value remembers where it came from so the report header can say so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.platforms import Platform, parse_arch_list, valid_names
+from pytest_multiarch.session.settings import (
+    DEFAULT_MEM_LIMIT,
+    ENGINES,
+    MultiarchConfig,
+    Sourced,
+)
+
+if TYPE_CHECKING:
+    from pytest_multiarch.session.state import State
+
+def addoption(parser: pytest.Parser) -> None:
+    """Register the ``multiarch`` option group and its ini keys."""
+    group = parser.getgroup("multiarch", "cross-architecture container image checks")
+    group.addoption(
+        "--arch", dest="multiarch_archs", metavar="LIST", default=None,
+        help="Comma-separated architectures to run each arch-aware test on, e.g. arm64,s390x "
+             "(aliases such as aarch64 and ppc64el work; 'native' is this host). "
+             f"Valid: native, {', '.join(valid_names())}",
+    )
+    group.addoption(
+        "--arch-required", dest="multiarch_arch_required", action="store_true", default=None,
+        help="Fail, instead of skip, tests whose architecture cannot run on this host "
+             "(use this in CI gates)",
+    )
+    group.addoption(
+        "--arch-host", dest="multiarch_arch_hosts", metavar="ARCH=URL", action="append",
+        default=None,
+        help="Run ARCH on a remote native engine: ssh://user@host[:port], tcp://host:port "
+             "or unix://path (repeatable)",
+    )
+    group.addoption(
+        "--multiarch-image", dest="multiarch_images", metavar="REF", action="append",
+        default=None,
+        help="Generate the gate checks for this image (registry reference or oci:DIR[:TAG]); "
+             "repeatable, no test files needed",
+    )
+    group.addoption(
+        "--engine", dest="multiarch_engine", metavar="NAME", default=None,
+        help=f"Container engine: {', '.join(ENGINES)} (default auto)",
+    )
+    group.addoption(
+        "--multiarch-mem-limit", dest="multiarch_mem_limit", metavar="SIZE", default=None,
+        help=f"Memory limit of every container the plugin starts (default {DEFAULT_MEM_LIMIT})",
+    )
+    group.addoption(
+        "--multiarch-allow", dest="multiarch_allow", metavar="GLOB", action="append",
+        default=None,
+        help="Path pattern of a foreign-architecture ELF file the audit accepts (repeatable)",
+    )
+    group.addoption(
+        "--multiarch-smoke-cmd", dest="multiarch_smoke_cmd", metavar="CMD", default=None,
+        help="Command the gate's smoke check runs in each variant (default: the image's own)",
+    )
+    group.addoption(
+        "--multiarch-report", dest="multiarch_report", metavar="PATH", default=None,
+        help="Write the arch matrix as JSON to PATH",
+    )
+    group.addoption(
+        "--multiarch-baseline", dest="multiarch_baseline", metavar="PATH", default=None,
+        help="Compare with the digests and outcomes recorded in PATH, then update it",
+    )
+    group.addoption(
+        "--multiarch-changed-only", dest="multiarch_changed_only", action="store_true",
+        default=False,
+        help="With --multiarch-baseline: run only the variants whose digest changed",
+    )
+    group.addoption(
+        "--multiarch-insecure-registry", dest="multiarch_insecure", metavar="HOST",
+        action="append", default=None,
+        help="Registry host reached over plain HTTP besides loopback ones (repeatable)",
+    )
+    group.addoption(
+        "--multiarch-cache-dir", dest="multiarch_cache_dir", metavar="DIR", default=None,
+        help="Cache of manifests, blobs and audit verdicts (default ~/.cache/pytest-multiarch)",
+    )
+    group.addoption(
+        "--multiarch-reference-arch", dest="multiarch_reference_arch", metavar="ARCH",
+        default=None,
+        help="Arch whose answers the others are compared with (default: the first of --arch)",
+    )
+    parser.addini("multiarch_archs", "Architectures to run arch-aware tests on", default="")
+    parser.addini("multiarch_arch_required", "Fail instead of skip unrunnable archs",
+                  type="bool", default=False)
+    parser.addini("multiarch_arch_hosts", "ARCH=URL remote native engines", type="linelist",
+                  default=[])
+    parser.addini("multiarch_images", "Images to generate gate checks for", type="linelist",
+                  default=[])
+    parser.addini("multiarch_engine", "Container engine: auto, docker, podman, rootfs",
+                  default="")
+    parser.addini("multiarch_mem_limit", "Memory limit of every container", default="")
+    parser.addini("multiarch_allow_foreign", "Foreign ELF path patterns the audit accepts",
+                  type="linelist", default=[])
+    parser.addini("multiarch_insecure_registries", "Plain-HTTP registry hosts",
+                  type="linelist", default=[])
+    parser.addini("multiarch_service_image", "Image of the REST service under test", default="")
+    parser.addini("multiarch_db_image", "MariaDB image for REST and replication checks",
+                  default="")
+
+
+def _fail(message: str) -> pytest.UsageError:
+    return pytest.UsageError(f"pytest-multiarch: {message}")
+
+
+def _pick(config: pytest.Config, dest: str, env: str, ini: str) -> Sourced[str] | None:
+    """Option beats environment beats ini; empty values do not count, except an empty option."""
+    opt = config.getoption(dest)
+    if opt is not None:
+        return Sourced(str(opt), "option")
+    env_value = os.environ.get(env)
+    if env_value is not None and env_value.strip():
+        return Sourced(env_value, f"env {env}")
+    ini_value = config.getini(ini)
+    if isinstance(ini_value, str) and ini_value.strip():
+        return Sourced(ini_value, f"ini {ini}")
+    return None
+
+
+def _parse_archs(raw: Sourced[str] | None) -> Sourced[tuple[Platform, ...]]:
+    if raw is None:
+        return Sourced((Platform.host(),), "default: native")
+    try:
+        return Sourced(tuple(parse_arch_list(raw.value)), raw.source)
+    except MultiarchError as exc:
+        raise _fail(f"--arch ({raw.source}): {exc}") from None
+
+
+def _parse_hosts(entries: list[str]) -> dict[Platform, str]:
+    hosts: dict[Platform, str] = {}
+    for entry in entries:
+        arch, sep, url = entry.partition("=")
+        if not sep or not url.strip():
+            raise _fail(f"--arch-host {entry!r}: expected ARCH=URL, e.g. arm64=ssh://ci@graviton")
+        scheme = url.strip().split("://", 1)[0] if "://" in url else ""
+        if scheme not in ("ssh", "tcp", "unix", "http", "https"):
+            raise _fail(
+                f"--arch-host {entry!r}: URL must start with ssh://, tcp:// or unix://"
+            )
+        try:
+            plat = Platform.parse(arch)
+        except MultiarchError as exc:
+            raise _fail(f"--arch-host {entry!r}: {exc}") from None
+        hosts[plat] = url.strip()
+    return hosts
+
+
+def _bool(config: pytest.Config, dest: str, env: str, ini: str) -> bool:
+    if config.getoption(dest):
+        return True
+    env_value = os.environ.get(env, "").strip().lower()
+    if env_value:
+        if env_value in ("1", "true", "yes", "on"):
+            return True
+        if env_value in ("0", "false", "no", "off"):
+            return False
+        raise _fail(f"{env}={env_value!r}: expected 1/0, true/false, yes/no")
+    return bool(config.getini(ini))
+
+
+def load(config: pytest.Config) -> MultiarchConfig:
+    """Resolve and validate every multiarch setting; bad values raise ``pytest.UsageError``."""
+    archs = _parse_archs(
+        _pick(config, "multiarch_archs", "PYTEST_MULTIARCH_ARCHS", "multiarch_archs")
+    )
+    host_entries = config.getoption("multiarch_arch_hosts") or list(
+        config.getini("multiarch_arch_hosts")
+    )
+    engine = _pick(config, "multiarch_engine", "PYTEST_MULTIARCH_ENGINE", "multiarch_engine")
+    engine = engine or Sourced("auto", "default")
+    if engine.value not in ENGINES:
+        raise _fail(f"--engine={engine.value!r} ({engine.source}); valid: {', '.join(ENGINES)}")
+    mem = _pick(config, "multiarch_mem_limit", "PYTEST_MULTIARCH_MEM_LIMIT",
+                "multiarch_mem_limit")
+    mem_limit = mem.value.strip() if mem else DEFAULT_MEM_LIMIT
+    _validate_size(mem_limit)
+    images = tuple(config.getoption("multiarch_images") or config.getini("multiarch_images"))
+    for image in images:
+        if not image.strip():
+            raise _fail("--multiarch-image is empty; give a reference like host:5000/app:1.0")
+    smoke = config.getoption("multiarch_smoke_cmd")
+    report = config.getoption("multiarch_report")
+    baseline = config.getoption("multiarch_baseline")
+    changed_only = bool(config.getoption("multiarch_changed_only"))
+    if changed_only and not baseline:
+        raise _fail("--multiarch-changed-only needs --multiarch-baseline=PATH")
+    cache = config.getoption("multiarch_cache_dir") or os.environ.get("PYTEST_MULTIARCH_CACHE")
+    ref_arch_text = config.getoption("multiarch_reference_arch")
+    reference_arch = None
+    if ref_arch_text:
+        try:
+            reference_arch = Platform.parse(ref_arch_text)
+        except MultiarchError as exc:
+            raise _fail(f"--multiarch-reference-arch: {exc}") from None
+    return MultiarchConfig(
+        archs=archs,
+        arch_required=_bool(config, "multiarch_arch_required", "PYTEST_MULTIARCH_ARCH_REQUIRED",
+                            "multiarch_arch_required"),
+        images=tuple(i.strip() for i in images),
+        arch_hosts=_parse_hosts(list(host_entries)),
+        engine=engine,
+        mem_limit=mem_limit,
+        allow_foreign=tuple(config.getoption("multiarch_allow")
+                            or config.getini("multiarch_allow_foreign")),
+        smoke_cmd=tuple(_split_cmd(smoke)) if smoke else None,
+        report_path=Path(report) if report else None,
+        baseline_path=Path(baseline) if baseline else None,
+        changed_only=changed_only,
+        insecure_registries=tuple(config.getoption("multiarch_insecure")
+                                  or config.getini("multiarch_insecure_registries")),
+        cache_dir=Path(cache).expanduser() if cache else None,
+        reference_arch=reference_arch,
+    )
+
+
+def _split_cmd(text: str) -> list[str]:
+    import shlex
+
+    try:
+        parts = shlex.split(text)
+    except ValueError as exc:
+        raise _fail(f"--multiarch-smoke-cmd {text!r}: {exc}") from None
+    if not parts:
+        raise _fail("--multiarch-smoke-cmd is empty")
+    return parts
+
+
+def _validate_size(text: str) -> None:
+    units = "bkmg"
+    body = text[:-1] if text and text[-1].lower() in units else text
+    if not body.isdigit() or int(body) <= 0:
+        raise _fail(f"--multiarch-mem-limit={text!r}: expected a size such as 512m or 2g")
+
+
+STATE_KEY = pytest.StashKey["State"]()
+
+
+def get_state(config: pytest.Config) -> State:
+    """The session state the plugin stored in ``config.stash``."""
+    return config.stash[STATE_KEY]

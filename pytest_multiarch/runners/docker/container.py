@@ -1,0 +1,201 @@
+"""A started container of the engine runner: exec, logs, published ports, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import docker.errors
+import requests.exceptions
+
+from pytest_multiarch.errors import RunnerError, RunTimeout
+from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import Command, RunResult, as_argv, classify, short_cmd
+from pytest_multiarch.runners.docker.cleanup import sigint_deferred
+
+if TYPE_CHECKING:
+    from pytest_multiarch.runners.docker.engine import EngineRunner
+
+__all__ = ["EngineContainer"]
+
+NOT_FOUND_MARKERS = ("executable file not found", "no such file or directory")
+
+
+class EngineContainer:
+    """A started container: exec, logs, published ports, stop.  Logs survive stop()."""
+
+    def __init__(
+        self, runner: EngineRunner, container: Any, image: str, platform: Platform,
+        argv: tuple[str, ...], mem_limit: str,
+    ) -> None:
+        self._runner = runner
+        self._container = container
+        self.image = image
+        self.platform = platform
+        self.argv = argv
+        self.mem_limit = mem_limit
+        self._final_logs: str | None = None
+        self._started = time.monotonic()
+
+    @property
+    def id(self) -> str:
+        """The engine's container id."""
+        return str(self._container.id)
+
+    @property
+    def name(self) -> str:
+        """The container's name."""
+        return str(self._container.name)
+
+    @property
+    def host(self) -> str:
+        """Where published ports are reachable from here."""
+        addr = self._runner.publish_address
+        return self._runner.host_label if addr == "0.0.0.0" else addr
+
+    def _state(self) -> dict[str, Any]:
+        self._container.reload()
+        state: dict[str, Any] = self._container.attrs["State"]
+        return state
+
+    def check_alive(self, grace: float = 0.0) -> None:
+        """Raise the classified error (or CommandFailed) if the main process exited non-zero.
+
+        With *grace* > 0, first wait that long for an exit: behind docker-init, a missing or
+        unrunnable command fails just after start() returned.
+        """
+        from pytest_multiarch.runners.base import check_runs
+
+        if grace > 0:
+            try:
+                self._runner.client.api.wait(self.id, timeout=grace)
+            except (requests.exceptions.RequestException, docker.errors.APIError):
+                return  # still running after the grace period
+        state = self._state()
+        if state.get("Running") or state.get("Status") == "created":
+            return
+        out = text_of([self._container.logs(stdout=True, stderr=False)])
+        err = text_of([self._container.logs(stdout=False, stderr=True)])
+        code = int(state.get("ExitCode", -1))
+        oom = bool(state.get("OOMKilled")) or self._runner.kernel_oom(self.id, code)
+        result = self._runner.result(
+            self.image, self.platform, self.argv, code, out, err,
+            time.monotonic() - self._started, self.logs(), oom_killed=oom,
+            mem_limit=self.mem_limit,
+        )
+        check_runs(result)
+
+    def exec(
+        self, cmd: Command, *, env: Mapping[str, str] | None = None, timeout: float | None = None
+    ) -> RunResult:
+        """Run *cmd* in the container; classified like run(); RunTimeout after *timeout* s."""
+        argv = as_argv(cmd)
+        api = self._runner.client.api
+        started = time.monotonic()
+        try:
+            exec_id = api.exec_create(self.id, list(argv), environment=dict(env or {}))["Id"]
+        except docker.errors.APIError as exc:
+            # Not running (podman: 500 "container state improper"): say why the main process ended.
+            if exc.status_code == 409 or "state improper" in str(exc.explanation):
+                self.check_alive()
+            raise RunnerError(
+                f"cannot exec {short_cmd(argv)!r} in {self.name} ({self.image} on "
+                f"{self.platform}): {exc.explanation or exc}"
+            ) from exc
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["out"] = api.exec_start(exec_id, demux=True)
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+
+        if timeout is None:
+            call()
+        else:
+            worker = threading.Thread(target=call, daemon=True)
+            worker.start()
+            worker.join(timeout)
+            if worker.is_alive():
+                self._kill_exec(exec_id)
+                error = RunTimeout(
+                    f"{short_cmd(argv)!r} in {self.name} ({self.image} on {self.platform}, "
+                    f"{self._runner.describe(self.platform)}) did not finish within "
+                    f"{timeout:.0f}s. Scale timeouts by the emulation factor, or look for a hang."
+                )
+                error.logs = self.logs()
+                raise error
+        if "error" in box:
+            raise box["error"]
+        stdout, stderr = box["out"]
+        info = api.exec_inspect(exec_id)
+        code = info.get("ExitCode")
+        out, err = text_of([stdout or b""]), text_of([stderr or b""])
+        if code in (126, 127) and any(m in (out + err).lower() for m in NOT_FOUND_MARKERS):
+            code, err = 127, err + out  # the runtime reports on stdout; keep it with stderr
+        oom = False
+        if code not in (0, None):
+            oom = bool(self._state().get("OOMKilled"))
+        result = self._runner.result(
+            self.image, self.platform, argv, -1 if code is None else int(code), out, err,
+            time.monotonic() - started, out + err, oom_killed=oom, mem_limit=self.mem_limit,
+        )
+        classified = classify(result)
+        if classified is not None:
+            raise classified
+        return result
+
+    def _kill_exec(self, exec_id: str) -> None:
+        # Docker cannot kill an exec; on the local engine its host pid is ours to signal.
+        if not self._runner.is_local:
+            return
+        with contextlib.suppress(Exception):
+            pid = int(self._runner.client.api.exec_inspect(exec_id).get("Pid") or 0)
+            if pid > 0:
+                os.kill(pid, signal.SIGKILL)
+
+    def logs(self) -> str:
+        """The main process's stdout and stderr so far (also after stop())."""
+        if self._final_logs is not None:
+            return self._final_logs
+        try:
+            return text_of([self._container.logs(stdout=True, stderr=True)])
+        except docker.errors.APIError:
+            return ""
+
+    def host_port(self, port: int, protocol: str = "tcp") -> int:
+        """The host port the engine published for the container's *port*."""
+        self._container.reload()
+        ports: dict[str, Any] = self._container.attrs["NetworkSettings"]["Ports"] or {}
+        bindings = ports.get(f"{port}/{protocol}")
+        if not bindings:
+            raise RunnerError(
+                f"port {port}/{protocol} of {self.name} ({self.image} on {self.platform}) is not "
+                f"published; pass ports=[{port}] to start()"
+            )
+        return int(bindings[0]["HostPort"])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop and remove the container (and its anonymous volumes); keeps its logs."""
+        if self._final_logs is not None:
+            return
+        self._final_logs = self.logs()
+        with sigint_deferred(), contextlib.suppress(docker.errors.NotFound):
+            self._container.stop(timeout=int(timeout))
+            self._container.remove(force=True, v=True)
+
+    def __enter__(self) -> EngineContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def text_of(chunks: Sequence[bytes]) -> str:
+    """Output chunks as text (undecodable bytes replaced)."""
+    return b"".join(chunks).decode("utf-8", errors="replace")

@@ -1,0 +1,202 @@
+"""The arch matrix: outcomes of every test on every architecture, as text and as JSON.
+
+Plain library code: the plugin feeds it one :class:`Outcome` per test and arch, and asks it for
+the terminal table and the JSON document of ``--multiarch-report``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform as _platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_multiarch._fs import write_atomic
+
+REPORT_FORMAT = 1
+
+_SYMBOL = {
+    "passed": "PASS",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "skipped": "skip",
+    "xfailed": "xfail",
+    "xpassed": "XPASS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One test on one architecture."""
+
+    test: str  # node id without the arch parameter
+    arch: str
+    outcome: str  # passed, failed, error, skipped, xfailed, xpassed
+    duration: float = 0.0
+    failure_class: str | None = None
+    message: str | None = None
+    image: str | None = None
+    digest: str | None = None
+
+
+@dataclass(slots=True)
+class ArchInfoLine:
+    """How an architecture ran in this session."""
+
+    arch: str
+    how: str = "emulated"  # "native", "emulated", "native on HOST", "unavailable: …"
+    emulation_factor: float | None = None
+    wall_time: float = 0.0
+
+
+@dataclass(slots=True)
+class Matrix:
+    """Accumulates outcomes; renders the table and the JSON report."""
+
+    archs: list[str]
+    arch_lines: dict[str, ArchInfoLine] = field(default_factory=dict)
+    #: (test, arch) -> outcome, in the order recorded; one report per test makes this a hot path
+    _cells: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """Every recorded outcome, in the order recorded."""
+        return list(self._cells.values())
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one outcome (a later record for the same test and arch replaces it)."""
+        key = (outcome.test, outcome.arch)
+        self._cells.pop(key, None)  # a replacement counts as recorded now
+        self._cells[key] = outcome
+        if outcome.arch not in self.archs:
+            self.archs.append(outcome.arch)
+
+    def line(self, arch: str) -> ArchInfoLine:
+        """How *arch* ran, created on first use; the plugin fills it in as it learns."""
+        return self.arch_lines.setdefault(arch, ArchInfoLine(arch))
+
+    def add_time(self, arch: str, seconds: float) -> None:
+        """Count *seconds* of setup, call or teardown towards *arch*'s wall time."""
+        self.line(arch).wall_time += seconds
+
+    def tests(self) -> list[str]:
+        """Row names, in first-seen order."""
+        return list(dict.fromkeys(test for test, _ in self._cells))
+
+    def cell(self, test: str, arch: str) -> Outcome | None:
+        """The outcome of *test* on *arch*, if it ran there."""
+        return self._cells.get((test, arch))
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Per arch: how many of each outcome."""
+        result: dict[str, dict[str, int]] = {a: {} for a in self.archs}
+        for o in self._cells.values():
+            counts = result.setdefault(o.arch, {})
+            counts[o.outcome] = counts.get(o.outcome, 0) + 1
+        return result
+
+    def render(self, width: int = 120) -> list[str]:
+        """The terminal table: tests x archs, then per-arch totals and how each arch ran."""
+        if not self._cells:
+            return []
+        archs = self.archs
+        tests = self.tests()
+        cells: dict[tuple[str, str], str] = {}
+        for test in tests:
+            for arch in archs:
+                o = self.cell(test, arch)
+                if o is None:
+                    cells[test, arch] = "-"
+                else:
+                    text = _SYMBOL.get(o.outcome, o.outcome)
+                    if o.failure_class and o.outcome in ("failed", "error"):
+                        text += f" {o.failure_class}"
+                    cells[test, arch] = text
+        totals = self.totals()
+        total_text = {a: _fmt_totals(totals.get(a, {})) for a in archs}
+        col = {
+            a: max(len(a), len(total_text[a]), *(len(cells[t, a]) for t in tests)) for a in archs
+        }
+        name_width = max(len("test"), *(len(t) for t in tests))
+        budget = max(20, width - sum(col.values()) - 3 * len(archs) - 1)
+        name_width = min(name_width, budget)
+
+        def row(name: str, values: list[str]) -> str:
+            shown = _fit(name, name_width)
+            return shown.ljust(name_width) + "".join(
+                " | " + v.ljust(col[a]) for a, v in zip(archs, values, strict=True)
+            )
+
+        lines = [row("test", archs), "-" * len(row("test", archs))]
+        lines += [row(t, [cells[t, a] for a in archs]) for t in tests]
+        lines.append("-" * len(lines[0]))
+        lines.append(row("totals", [total_text[a] for a in archs]))
+        for arch in archs:
+            info = self.arch_lines.get(arch, ArchInfoLine(arch))
+            factor = (
+                f", emulation factor {info.emulation_factor:.1f}x"
+                if info.emulation_factor is not None else ""
+            )
+            lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
+                         "(setup, call and teardown)")
+        return lines
+
+    def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The document written by ``--multiarch-report`` (format version in ``format``)."""
+        images: dict[str, dict[str, dict[str, Any]]] = {}
+        for o in self._cells.values():
+            key = o.image or "(tests)"
+            per_arch = images.setdefault(key, {}).setdefault(
+                o.arch, {"digest": o.digest, "how": self._how(o.arch), "checks": []}
+            )
+            if o.digest and not per_arch["digest"]:
+                per_arch["digest"] = o.digest
+            per_arch["checks"].append(
+                {k: v for k, v in asdict(o).items() if k not in ("arch", "image")}
+            )
+        totals = self.totals()
+        doc: dict[str, Any] = {
+            "format": REPORT_FORMAT,
+            "host": {"machine": _platform.machine(), "node": _platform.node(),
+                     "python": _platform.python_version()},
+            "archs": {
+                a: {
+                    "how": self._how(a),
+                    "emulation_factor": self.arch_lines[a].emulation_factor
+                    if a in self.arch_lines else None,
+                    "wall_time": round(self.arch_lines[a].wall_time, 3)
+                    if a in self.arch_lines else 0.0,
+                    "totals": totals.get(a, {}),
+                }
+                for a in self.archs
+            },
+            "images": images,
+        }
+        if extra:
+            doc.update(extra)
+        return doc
+
+    def _how(self, arch: str) -> str:
+        return self.arch_lines[arch].how if arch in self.arch_lines else "unknown"
+
+
+def _fit(name: str, width: int) -> str:
+    """*name* cut to *width*: drop the file part of a node id first, then its start."""
+    if len(name) <= width:
+        return name
+    tail = name.rsplit("::", 1)[-1]
+    if len(tail) <= width:
+        return tail
+    return "…" + tail[-(width - 1):]
+
+
+def _fmt_totals(counts: dict[str, int]) -> str:
+    order = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+    parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+    return ", ".join(parts) or "0"
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write atomically; create the parent directory. Raises OSError with the path in it."""
+    write_atomic(path, json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")

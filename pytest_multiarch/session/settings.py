@@ -1,0 +1,45 @@
+"""The validated settings of one session: what the plugin was asked to do and where each value
+came from. Plain data (no pytest): :mod:`pytest_multiarch.plugin.options` fills it from options,
+environment variables and ini keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from pytest_multiarch.platforms import Platform
+
+T = TypeVar("T")
+
+ENGINES = ("auto", "docker", "podman", "rootfs")
+DEFAULT_MEM_LIMIT = "512m"
+
+
+@dataclass(frozen=True, slots=True)
+class Sourced(Generic[T]):
+    """A value and where it came from: ``option``, ``env NAME``, ``ini NAME`` or ``default``."""
+
+    value: T
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class MultiarchConfig:
+    """Everything the plugin was asked to do, after validation."""
+
+    archs: Sourced[tuple[Platform, ...]]
+    arch_required: bool
+    images: tuple[str, ...]
+    arch_hosts: dict[Platform, str] = field(default_factory=dict)
+    engine: Sourced[str] = field(default_factory=lambda: Sourced("auto", "default"))
+    mem_limit: str = DEFAULT_MEM_LIMIT
+    allow_foreign: tuple[str, ...] = ()
+    smoke_cmd: tuple[str, ...] | None = None
+    report_path: Path | None = None
+    baseline_path: Path | None = None
+    changed_only: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    cache_dir: Path | None = None
+    reference_arch: Platform | None = None
