@@ -59,7 +59,7 @@ def _pair(
 
 
 def _uname(server: Any) -> str:
-    return str(server.container.exec_run(["uname", "-m"]).output.decode().strip())
+    return server.container.exec(["uname", "-m"]).stdout.strip()
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
+import tarfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -159,14 +161,42 @@ class EngineContainer:
             if pid > 0:
                 os.kill(pid, signal.SIGKILL)
 
-    def logs(self) -> str:
-        """The main process's stdout and stderr so far (also after stop())."""
+    def logs(self, tail: int | None = None) -> str:
+        """The main process's stdout and stderr so far (also after stop()); the last *tail*
+        lines only, if given."""
         if self._final_logs is not None:
-            return self._final_logs
-        try:
-            return text_of([self._container.logs(stdout=True, stderr=True)])
-        except docker.errors.APIError:
-            return ""
+            text = self._final_logs
+        else:
+            try:
+                text = text_of([self._container.logs(stdout=True, stderr=True)])
+            except (docker.errors.DockerException, requests.exceptions.RequestException,
+                    OSError):
+                return ""  # gone, or the engine went away: the log is a nice-to-have
+        return text if tail is None else "\n".join(text.splitlines()[-tail:])
+
+    @property
+    def raw(self) -> Any:
+        """The Docker SDK's container object, for what this handle does not wrap."""
+        return self._container
+
+    def running(self) -> bool:
+        """Whether the main process runs (or restarts)."""
+        state = self._state()
+        return bool(state.get("Running") or state.get("Restarting"))
+
+    def halt(self, timeout: float = 10.0, *, kill: bool = False) -> None:
+        """Stop the main process (SIGTERM, SIGKILL after *timeout*; or SIGKILL at once with
+        *kill*) but keep the container, to :meth:`resume` it."""
+        if kill:
+            self._container.kill()
+            self._container.wait(timeout=int(timeout) + 5)
+        else:
+            self._container.stop(timeout=int(timeout))
+
+    def resume(self) -> None:
+        """Start the main process of a halted container again."""
+        self._container.start()
+        self._started = time.monotonic()
 
     def host_port(self, port: int, protocol: str = "tcp") -> int:
         """The host port the engine published for the container's *port*."""
@@ -194,6 +224,17 @@ class EngineContainer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tar_of(files: Mapping[str, bytes], mode: int = 0o644) -> bytes:
+    """An uncompressed tar of *files* (absolute path → content), for ``put_archive("/")``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, content in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
 
 
 def text_of(chunks: Sequence[bytes]) -> str:
