@@ -275,7 +275,7 @@ def test_reap_stale_by_label(testbed: Testbed, runner: EngineRunner) -> None:
         assert len(leftovers(runner.url, alive.id)) == 1
     finally:
         for owner in (ghost, alive):
-            for c in client.containers.list(all=True,
+            for c in client.containers.list(all=True, ignore_removed=True,
                                             filters={"label": f"{LABEL_SESSION}={owner.id}"}):
                 c.remove(force=True)
 

@@ -70,8 +70,9 @@ def session_id() -> str:
 def leftovers(label_value: str) -> list[str]:
     client = docker.from_env()
     try:
+        # ignore_removed: the run this watches removes its containers meanwhile (NotFound race).
         return [c.name for c in client.containers.list(
-            all=True, filters={"label": f"{LABEL_SESSION}={label_value}"})]
+            all=True, filters={"label": f"{LABEL_SESSION}={label_value}"}, ignore_removed=True)]
     finally:
         client.close()
 
