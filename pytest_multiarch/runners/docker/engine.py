@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 import docker
 import docker.errors
 import requests.exceptions
-import urllib3.exceptions
 
 from pytest_multiarch.errors import (
     CommandNotFound,
@@ -70,6 +69,7 @@ from pytest_multiarch.runners.docker.podman import (
     ulimit_refused,
 )
 from pytest_multiarch.runners.docker.ssh import SSHOptions, SSHTunnel, TunnelError
+from pytest_multiarch.runners.docker.stream import ENGINE_LOST, KILL_GRACE, AttachedOutput, attach
 from pytest_multiarch.runners.emulation import DEFAULT_FACTOR, run_deadline
 
 __all__ = ["EngineContainer", "EngineRunner", "SSHOptions", "reap_stale", "tls_from_env"]
@@ -148,6 +148,8 @@ class EngineRunner:
         self.url = url
         self.run_timeout = run_deadline(run_timeout, DEFAULT_RUN_TIMEOUT, 1.0)  # validates it
         self._factors: dict[str, float] = {}
+        #: Seconds after a deadline for the engine to report the killed container's end.
+        self.kill_grace = KILL_GRACE
         # A client handed in is borrowed: close() leaves it open for its owner.
         self._owns_client = client is None
         self.named_arch = named_arch
@@ -440,15 +442,19 @@ class EngineRunner:
         container = self._create(
             self._create_kwargs(image, platform, argv, env, job.limit), image, platform
         )
+        lost = False
         try:
             return self._run_created(container, job)
         except ENGINE_LOST as exc:
+            lost = True
             raise self.lost(exc, f"running {short_cmd(job.argv)!r} of {image} on {platform}",
                             job.started) from exc
         finally:
-            # Never raises: a removal that fails (the engine died) must not hide the run's own
-            # result or error; what is left is reaped by the next session on this engine.
-            self.remove_quietly(container)
+            # Never raises: a removal that fails must not hide the run's own result or error.
+            # Not tried on a lost engine (a frozen one would hold us for the API timeout): what
+            # is left there is reaped by the next session on this engine.
+            if not lost:
+                self.remove_quietly(container)
 
     def _run_created(self, container: Any, job: _Job) -> RunResult:
         """Attach, start, collect the output until exit or deadline, classify."""
@@ -456,7 +462,8 @@ class EngineRunner:
         # stay apart while the logs keep their interleaving.  podman creates the runtime's
         # container on attach, so its start failures show here already.
         try:
-            response, stream = self._attach(container.id, job.budget + KILL_GRACE)
+            stream = attach(self.client.api, container.id,
+                            job.started + job.budget + self.kill_grace)
             container.start()
         except docker.errors.APIError as exc:
             return self._start_failure(exc, job.image, job.platform, job.argv, job.started,
@@ -467,11 +474,10 @@ class EngineRunner:
         watchdog.start()
         try:
             out, err, logs = _collect(stream)
-            status = container.wait(timeout=KILL_GRACE)
+            status = container.wait(timeout=self.kill_grace)
         finally:
             watchdog.cancel()
-            with contextlib.suppress(Exception):
-                response.close()
+            stream.close()
         exit_code = int(status.get("StatusCode", -1))
         oom = False
         if exit_code != 0:
@@ -488,23 +494,6 @@ class EngineRunner:
         if classified is not None:
             raise classified
         return result
-
-    def _attach(self, container_id: str, socket_timeout: float) -> tuple[Any, Any]:
-        """The container's output stream (demuxed) and its HTTP response, to close it.
-
-        docker-py's ``attach()`` gives its stream the client's timeout (10 min: a quiet command
-        fails) or none at all; ours lasts the run's deadline plus a grace, so a vanished engine
-        or host cannot hold a run for ever.
-        """
-        api = self.client.api
-        response = api._post(  # the public attach() takes no timeout; same request as it sends
-            api._url("/containers/{0}/attach", container_id),
-            params={"logs": 1, "stdout": 1, "stderr": 1, "stream": 1},
-            headers={"Connection": "Upgrade", "Upgrade": "tcp"},
-            stream=True, timeout=socket_timeout,
-        )
-        api._raise_for_status(response)
-        return response, api._read_from_socket(response, True, tty=False, demux=True)
 
     def lost(self, exc: BaseException, doing: str, started: float) -> EngineUnavailable:
         """The error for an engine that stopped answering while *doing* something."""
@@ -723,15 +712,6 @@ class EngineRunner:
         self.close()
 
 
-#: What a dead engine (daemon killed, host gone, tunnel dropped) raises from the Docker SDK.
-ENGINE_LOST: tuple[type[BaseException], ...] = (
-    requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
-    TimeoutError, urllib3.exceptions.ProtocolError,
-)
-#: Seconds after a run's deadline for the engine to report the killed container's end.
-KILL_GRACE = 30.0
-
-
 @dataclass(frozen=True, slots=True)
 class _Job:
     """One run's fixed facts."""
@@ -744,18 +724,14 @@ class _Job:
     started: float
 
 
-def _collect(stream: Any) -> tuple[list[bytes], list[bytes], list[bytes]]:
+def _collect(stream: AttachedOutput) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """stdout, stderr and both interleaved, until the stream ends."""
     out: list[bytes] = []
     err: list[bytes] = []
     logs: list[bytes] = []
-    for chunk_out, chunk_err in stream:
-        if chunk_out:
-            out.append(chunk_out)
-            logs.append(chunk_out)
-        if chunk_err:
-            err.append(chunk_err)
-            logs.append(chunk_err)
+    for kind, data in stream:
+        (err if kind == 2 else out).append(data)
+        logs.append(data)
     return out, err, logs
 
 
