@@ -423,8 +423,9 @@ class RootfsRunner:
         group = _MemoryCgroup.create(f"pytest-multiarch-{self.session.id}-{uuid.uuid4().hex[:8]}",
                                      parse_mem_limit(job.limit))
         if group is None and job.emulated:
-            why = ("not running as root" if os.geteuid() != 0 else
-                   "this host's cgroup file system has no usable memory controller")
+            why = ("not running as root, it cannot make a memory cgroup" if os.geteuid() != 0
+                   else "no memory cgroup could be made under /sys/fs/cgroup (no memory "
+                   "controller, or not writable)")
             raise RunnerError(
                 f"the rootfs runner cannot limit the memory of {short_cmd(job.argv)!r} in "
                 f"{job.image} on {job.platform} ({job.where(job.platform)}): {why}. A process "
