@@ -63,6 +63,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "multiarch_allow(*globs): foreign-architecture ELF paths the audit accepts in this test",
     )
+    from pytest_multiarch.plugin import signals
+
+    signals.install()  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C
     cfg = _config.load(config)
     archs = config.hook.pytest_multiarch_select_archs(config=config, archs=cfg.archs.value)
     state = State(cfg, tuple(archs) if archs else cfg.archs.value, hook=config.hook, config=config)
@@ -75,9 +78,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    state = config.stash.get(STATE_KEY, None)
-    if state is not None:
-        state.close()
+    from pytest_multiarch.plugin import signals
+
+    try:
+        state = config.stash.get(STATE_KEY, None)
+        if state is not None:
+            state.close()
+    finally:
+        signals.uninstall()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -169,6 +169,9 @@ def emulation_factor(state: State, text: str, plat: Platform) -> float:
 
             state.emulation[plat] = 1.0 if plat == host else DEFAULT_FACTOR
         state.set_emulation_factor(plat, state.emulation[plat])
+        setter = getattr(runner_for(state, text, plat), "set_emulation_factor", None)
+        if setter is not None:  # default run deadlines scale by the measured factor
+            setter(plat, state.emulation[plat])
     return state.emulation[plat]
 
 

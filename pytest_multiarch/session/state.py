@@ -109,6 +109,9 @@ class State:
             f"{engine_header(self)}; "
             f"mem_limit={self.cfg.mem_limit}; required={'yes' if self.cfg.arch_required else 'no'}"
         ]
+        timeout = self.cfg.run_timeout
+        if timeout.source != "default":  # the default stays out of the (well-known) header
+            lines[0] += f"; run_timeout={timeout.value:g}s (from {timeout.source})"
         parts = []
         for plat in self.archs:
             st = self.status(plat)
