@@ -7,7 +7,7 @@ architecture) in ``pytest_generate_tests``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,7 +19,7 @@ from pytest_multiarch.session.settings import MultiarchConfig
 if TYPE_CHECKING:
     from pytest_multiarch.audit.verdicts import AuditResult
     from pytest_multiarch.oci.resolve import ResolvedImage
-    from pytest_multiarch.runners.base import RunResult
+    from pytest_multiarch.runners.base import Container, RunResult
 
 __all__ = [
     "_multiarch_pair",
@@ -123,7 +123,7 @@ def multiarch_runner(request: pytest.FixtureRequest, arch: Platform) -> Any:
 def multiarch_run(
     request: pytest.FixtureRequest, arch: Platform
 ) -> Callable[..., RunResult]:
-    """``multiarch_run(ref, cmd, check=False, **options)`` → exit code, stdout, stderr, duration.
+    """``multiarch_run(ref, cmd, check=False, env=, timeout=, mem_limit=)`` → a ``RunResult``.
 
     The image runs by digest for this arch.  With ``check=True`` a failure raises the classified
     error (ExecFormatError, EmulatorMissing, EmulatorCrash, OutOfMemory, …).
@@ -131,11 +131,13 @@ def multiarch_run(
     plat = _require_arch(arch)
     state = get_state(request.config)
 
-    def run(ref: str, cmd: str | list[str] | None = None, *, check: bool = False,
-            **options: Any) -> RunResult:
+    def run(ref: str, cmd: str | Sequence[str] | None = None, *, check: bool = False,
+            env: Mapping[str, str] | None = None, timeout: float | None = None,
+            mem_limit: str | None = None) -> RunResult:
         from pytest_multiarch.session.images import run_variant
 
-        result, digest = run_variant(state, ref, plat, cmd, check=check, **options)
+        result, digest = run_variant(state, ref, plat, cmd, check=check, env=env,
+                                     timeout=timeout, mem_limit=mem_limit)
         state.digests[request.node.nodeid] = digest
         if result.logs:
             state.logs.setdefault(request.node.nodeid, []).append((f"{ref} [{plat}]", result.logs))
@@ -150,8 +152,20 @@ def _containers(state: Any, plat: Platform, nodeid: str) -> Iterator[Callable[..
 
     started: list[Any] = []
 
-    def start(ref: str, **options: Any) -> Any:
-        container, digest = start_variant(state, ref, plat, **options)
+    def start(
+        ref: str, cmd: str | Sequence[str] | None = None, *,
+        env: Mapping[str, str] | None = None, ports: Sequence[int | str] = (),
+        mem_limit: str | None = None, name: str | None = None,
+        # Engine-only: a clear UsageError on the rootfs runner (see runners.base).
+        network: str | None = None, entrypoint: str | Sequence[str] | None = None,
+        tmpfs: Mapping[str, str] | None = None,
+        volumes: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> Container:
+        container, digest = start_variant(
+            state, ref, plat, cmd, env=env, ports=ports, mem_limit=mem_limit, name=name,
+            engine_options={"network": network, "entrypoint": entrypoint, "tmpfs": tmpfs,
+                            "volumes": volumes},
+        )
         state.digests[nodeid] = digest
         started.append(container)
         state.add_log_source(nodeid, lambda: {container.name: container.logs()})
@@ -170,7 +184,9 @@ def _containers(state: Any, plat: Platform, nodeid: str) -> Iterator[Callable[..
 def multiarch_container(
     request: pytest.FixtureRequest, arch: Platform
 ) -> Generator[Callable[..., Any], None, None]:
-    """``multiarch_container(ref, **options)``: a started container of this arch's variant.
+    """``multiarch_container(ref, cmd=None, env=, ports=, mem_limit=, name=, …)``: a started
+    container of this arch's variant (``network``, ``entrypoint``, ``tmpfs``, ``volumes``: engines
+    only).
 
     It offers ``exec(cmd)``, ``logs()`` and ``host_port(port)``, and is removed after the test;
     its logs join the report of a failed test.
@@ -189,13 +205,14 @@ def multiarch_shared_container(
     Calls with the same reference and options return the same container.
     """
     state = get_state(request.config)
-    cache: dict[tuple[str, str], Any] = {}
+    cache: dict[tuple[str, str, str], Any] = {}
     with _containers(state, _require_arch(arch), f"session:{arch}") as start:
 
-        def shared(ref: str, **options: Any) -> Any:
-            key = (ref, repr(sorted(options.items())))
+        def shared(ref: str, cmd: str | Sequence[str] | None = None, **options: Any) -> Any:
+            # The same keywords as multiarch_container's (its start() checks them).
+            key = (ref, repr(cmd), repr(sorted(options.items())))
             if key not in cache:
-                cache[key] = start(ref, **options)
+                cache[key] = start(ref, cmd, **options)
             return cache[key]
 
         yield shared

@@ -20,12 +20,15 @@ from pytest_multiarch.oci.resolve import (
     resolve,
 )
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import runner_options
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from pytest_multiarch.audit.verdicts import AuditResult
     from pytest_multiarch.checks.rest import RestService
     from pytest_multiarch.oci.registry import Manifest
-    from pytest_multiarch.runners.base import Container, Runner, RunResult
+    from pytest_multiarch.runners.base import Command, Container, Runner, RunResult
     from pytest_multiarch.session.state import State
 
 
@@ -104,8 +107,9 @@ def runner_for(state: State, text: str, plat: Platform) -> Runner:
 
 
 def run_variant(
-    state: State, text: str, plat: Platform, cmd: Any = None, *, check: bool = False,
-    **options: Any,
+    state: State, text: str, plat: Platform, cmd: Command | None = None, *, check: bool = False,
+    env: Mapping[str, str] | None = None, timeout: float | None = None,
+    mem_limit: str | None = None,
 ) -> tuple[RunResult, str]:
     """Run *cmd* in *text*'s *plat* variant, by digest. Returns the result and the digest.
 
@@ -115,9 +119,10 @@ def run_variant(
     from pytest_multiarch.runners.base import check_runs
 
     resolved = resolve_variant(state, text, plat)
-    options.setdefault("mem_limit", state.cfg.mem_limit)
     try:
-        result = runner_for(state, text, plat).run(resolved.pinned, plat, cmd, **options)
+        result = runner_for(state, text, plat).run(
+            resolved.pinned, plat, cmd, env=env, timeout=timeout,
+            mem_limit=mem_limit or state.cfg.mem_limit)
     except ExecFormatError as exc:
         hint = _audit_hint(state, text, plat)
         if not hint:
@@ -131,12 +136,23 @@ def run_variant(
 
 
 def start_variant(
-    state: State, text: str, plat: Platform, **options: Any
+    state: State, text: str, plat: Platform, cmd: Command | None = None, *,
+    env: Mapping[str, str] | None = None, ports: Sequence[int | str] = (),
+    mem_limit: str | None = None, name: str | None = None,
+    engine_options: Mapping[str, object] | None = None,
 ) -> tuple[Container, str]:
-    """Start *text*'s *plat* variant, by digest. Returns the container and the digest."""
+    """Start *text*'s *plat* variant, by digest. Returns the container and the digest.
+
+    *engine_options* (``network``, ``entrypoint``, ``tmpfs``, ``volumes``) reach runners that
+    take them; on others they are a UsageError naming the option and the runner.
+    """
     resolved = resolve_variant(state, text, plat)
-    options.setdefault("mem_limit", state.cfg.mem_limit)
-    return runner_for(state, text, plat).start(resolved.pinned, plat, **options), resolved.digest
+    runner = runner_for(state, text, plat)
+    extra = runner_options(runner, "start", engine_options or {})
+    start: Any = runner.start  # the Protocol's keywords, plus *extra*, checked just above
+    container = start(resolved.pinned, plat, cmd, env=env, ports=ports,
+                      mem_limit=mem_limit or state.cfg.mem_limit, name=name, **extra)
+    return container, resolved.digest
 
 
 def _audit_hint(state: State, text: str, plat: Platform) -> str:
