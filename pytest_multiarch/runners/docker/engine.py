@@ -18,7 +18,6 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +32,6 @@ from pytest_multiarch.errors import (
     NoDefaultCommand,
     PlatformMismatchError,
     RemoteHostArchMismatch,
-    RemoteHostUnavailable,
     RunnerError,
     RunTimeout,
     UnknownPlatformError,
@@ -53,6 +51,7 @@ from pytest_multiarch.runners.base import (
     short_cmd,
 )
 from pytest_multiarch.runners.docker.cleanup import reap_stale, remove_session, sigint_deferred
+from pytest_multiarch.runners.docker.connection import _display, tls_from_env, unavailable
 from pytest_multiarch.runners.docker.container import (
     NOT_FOUND_MARKERS,
     EngineContainer,
@@ -83,34 +82,6 @@ START_GRACE = 0.15
 START_GRACE_EMULATED = 0.5
 # podman (conmon, catatonit) takes about three times as long to report a dead main process.
 PODMAN_GRACE_FACTOR = 3.0
-
-
-def tls_from_env(environ: Mapping[str, str]) -> docker.tls.TLSConfig | bool:
-    """TLS settings by Docker's conventions: ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``.
-
-    TLS is on when either is set; ``DOCKER_TLS_VERIFY`` (any value but empty) also verifies the
-    server against ``ca.pem``.  Certificates default to ``~/.docker/{ca,cert,key}.pem``.
-    """
-    verify = environ.get("DOCKER_TLS_VERIFY")
-    cert_path = environ.get("DOCKER_CERT_PATH") or ""
-    if not cert_path and not verify:
-        return False
-    base = Path(cert_path) if cert_path else Path.home() / ".docker"
-    cert, key, ca = base / "cert.pem", base / "key.pem", base / "ca.pem"
-    return docker.tls.TLSConfig(
-        client_cert=(str(cert), str(key)) if cert.exists() and key.exists() else None,
-        ca_cert=str(ca) if verify else None,
-        verify=bool(verify),
-    )
-
-
-def _display(url: str) -> str:
-    """The URL without any password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 class EngineRunner:
@@ -175,12 +146,25 @@ class EngineRunner:
                 self._tunnel.close()
             raise self._unavailable(exc, time.monotonic() - started) from exc
         self.client.api.timeout = API_TIMEOUT
+        self._inspect(info, version, self._service_pid(url, env))
+        host = urlsplit(url).hostname if url and not url.startswith("unix:") else None
+        self.host_label = host or self.engine_name or socket.gethostname()
+        self.publish_address = publish_address or (
+            "0.0.0.0" if host and host not in ("127.0.0.1", "localhost", "::1") else "127.0.0.1"
+        )
+        # Runs at interpreter exit (an uncaught KeyboardInterrupt included) unless close() ran.
+        self._finalizer = weakref.finalize(self, EngineRunner._atexit_cleanup, weakref.ref(self))
+
+    def _inspect(self, info: Mapping[str, Any], version: Mapping[str, Any],
+                 service_pid: int | None) -> None:
+        """What the engine is (podman or not, its limits, its architecture); the architecture
+        must be the one it was named for."""
         self.engine_name = str(info.get("Name") or "")
         self.is_podman = any(
             "podman" in str(c.get("Name", "")).lower() for c in version.get("Components") or ()
         )
         # podman's defaults exceed this VM's hard limits (TESTBED.md): cap them at its own.
-        self.ulimits = podman_ulimits(self._service_pid(url, env)) if self.is_podman else None
+        self.ulimits = podman_ulimits(service_pid) if self.is_podman else None
         self.limits_ignored = self.is_podman and limits_ignored(self.client)
         try:
             self.engine_arch = Platform.parse(str(info.get("Architecture", "")))
@@ -190,6 +174,7 @@ class EngineRunner:
                 f"engine {self._target} reports an unknown architecture "
                 f"{info.get('Architecture')!r}"
             ) from exc
+        named_arch = self.named_arch
         if named_arch is not None and self.engine_arch.arch_name != named_arch.arch_name:
             self.close()
             raise RemoteHostArchMismatch(
@@ -199,13 +184,6 @@ class EngineRunner:
                 f"name it {self.engine_arch.arch_name}={self._target}, or point "
                 f"{named_arch.arch_name} at a real {named_arch.arch_name} host."
             )
-        host = urlsplit(url).hostname if url and not url.startswith("unix:") else None
-        self.host_label = host or self.engine_name or socket.gethostname()
-        self.publish_address = publish_address or (
-            "0.0.0.0" if host and host not in ("127.0.0.1", "localhost", "::1") else "127.0.0.1"
-        )
-        # Runs at interpreter exit (an uncaught KeyboardInterrupt included) unless close() ran.
-        self._finalizer = weakref.finalize(self, EngineRunner._atexit_cleanup, weakref.ref(self))
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -238,31 +216,9 @@ class EngineRunner:
         return socket_peer_pid(target.removeprefix("unix://"))
 
     def _unavailable(self, exc: BaseException, elapsed: float) -> MultiarchError:
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if self._tunnel is not None and self._tunnel.last_remote_error:
-            cause += f" (remote: {self._tunnel.last_remote_error})"
-        if self.named_arch is None:
-            start = (
-                f"start podman's service (podman system service --time=0 {self._target} &)"
-                if "podman" in self._target else
-                "start one (setsid dockerd >/var/log/dockerd.log 2>&1 &), set DOCKER_HOST"
-            )
-            return EngineUnavailable(
-                f"no container engine answers at {self._target} after {elapsed:.1f}s: {cause}. "
-                f"Fix: {start}, or use --engine=rootfs to run without an engine."
-            )
-        hint = (
-            "check that the host is up, sshd accepts the key and its host key is in known_hosts, "
-            "and that the user can run `docker` there"
-            if self.url and self.url.startswith("ssh:")
-            else f"check that the host is up and the engine listens there (docker -H {self._target}"
-            " info); for TLS set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH"
-        )
-        return RemoteHostUnavailable(
-            f"remote engine {self._target} for {self.named_arch} did not answer after "
-            f"{elapsed:.1f}s: {cause}. Hint: {hint}; or drop the --arch-host entry to emulate "
-            f"{self.named_arch} locally."
-        )
+        remote = self._tunnel.last_remote_error if self._tunnel is not None else None
+        return unavailable(exc, elapsed, target=self._target, url=self.url,
+                           named_arch=self.named_arch, remote_error=remote)
 
     # -- describe -----------------------------------------------------------------------------
 

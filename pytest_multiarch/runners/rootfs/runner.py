@@ -63,55 +63,13 @@ from pytest_multiarch.runners.base import (
     short_cmd,
 )
 from pytest_multiarch.runners.emulation import DEFAULT_FACTOR, run_deadline
+from pytest_multiarch.runners.rootfs.cgroup import MemoryCgroup
+from pytest_multiarch.runners.rootfs.launcher import LAUNCHER
 from pytest_multiarch.runners.rootfs.unpack import remove_tree, resolve_in_root, unpack_layers
 
 MODES = ("auto", "proot", "chroot")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DEV_NODES = ("null", "zero", "full", "random", "urandom")
-
-# Runs on the host's Python.  Stage "host": join the memory cgroup, exec the next argv (proot, or
-# unshare starting stage "ns").  Stage "ns" (in the new mount+pid namespace): overlay, /proc,
-# /dev, chroot, exec — reporting a missing command and ENOEXEC the way runc words them.
-_LAUNCHER = r"""
-import errno, json, os, shutil, subprocess, sys
-spec = json.loads(sys.argv[1])
-if spec.get("spec_fd") is not None:  # the environment travels through a pipe, not argv
-    with os.fdopen(spec["spec_fd"], "rb") as f:
-        spec = json.loads(f.read())
-if spec["stage"] == "host":
-    if spec.get("cgroup_procs"):
-        with open(spec["cgroup_procs"], "w") as f:
-            f.write("0")
-    os.execv(spec["next"][0], spec["next"])
-m = spec["merged"]
-def mount(*args):
-    subprocess.run([spec["mount"], *args], check=True)
-mount("-t", "overlay", "overlay", "-o",
-      "lowerdir=%s,upperdir=%s,workdir=%s" % (spec["lower"], spec["upper"], spec["work"]), m)
-for d in ("proc", "dev", "tmp"):
-    os.makedirs(os.path.join(m, d), exist_ok=True)
-mount("-t", "proc", "proc", os.path.join(m, "proc"))
-mount("-t", "tmpfs", "-o", "mode=755,size=1m", "tmpfs", os.path.join(m, "dev"))
-for n in spec["dev"]:
-    open(os.path.join(m, "dev", n), "w").close()
-    mount("--bind", "/dev/" + n, os.path.join(m, "dev", n))
-os.chroot(m)
-os.chdir(spec["workdir"])
-argv, env = spec["argv"], spec["env"]
-path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", ""))
-if path is None:
-    sys.stderr.write('exec: "%s": executable file not found in $PATH\n' % argv[0])
-    sys.exit(127)
-try:
-    os.execve(path, argv, env)
-except OSError as exc:
-    if exc.errno == errno.ENOEXEC:
-        sys.stderr.write("exec %s: exec format error\n" % path)
-        sys.exit(126)
-    sys.stderr.write("exec %s: %s\n" % (path, exc.strerror))
-    sys.exit(127 if exc.errno == errno.ENOENT else 126)
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Rootfs:
@@ -132,76 +90,6 @@ class Rootfs:
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/pytest-multiarch/rootfs`` (read per call, never at import)."""
     return cache_root("rootfs")
-
-
-class _MemoryCgroup:
-    """A memory cgroup (v2, or v1's memory hierarchy) with a hard limit and no swap."""
-
-    def __init__(self, path: Path, v2: bool) -> None:
-        self.path = path
-        self.v2 = v2
-
-    @classmethod
-    def create(cls, name: str, limit: int) -> _MemoryCgroup | None:
-        """None when we may not (not root) or cannot (no memory controller)."""
-        if os.geteuid() != 0:
-            return None
-        unified = Path("/sys/fs/cgroup")
-        try:
-            if (unified / "cgroup.controllers").exists():
-                if "memory" not in (unified / "cgroup.subtree_control").read_text().split():
-                    (unified / "cgroup.subtree_control").write_text("+memory")
-                group = cls(unified / name, True)
-                group.path.mkdir()
-                (group.path / "memory.max").write_text(str(limit))
-                with contextlib.suppress(OSError):
-                    (group.path / "memory.swap.max").write_text("0")
-                return group
-            v1 = unified / "memory"
-            if not (v1 / "memory.limit_in_bytes").exists():
-                return None
-            group = cls(v1 / name, False)
-            group.path.mkdir()
-            (group.path / "memory.limit_in_bytes").write_text(str(limit))
-            with contextlib.suppress(OSError):  # only with swap accounting
-                (group.path / "memory.memsw.limit_in_bytes").write_text(str(limit))
-            return group
-        except OSError:
-            return None
-
-    @property
-    def procs(self) -> Path:
-        return self.path / "cgroup.procs"
-
-    def oom_killed(self) -> bool:
-        """Whether the kernel OOM-killed a process of this group."""
-        events = self.path / ("memory.events" if self.v2 else "memory.oom_control")
-        with contextlib.suppress(OSError, ValueError):
-            for line in events.read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
-        return False
-
-    def kill_all(self) -> None:
-        if self.v2 and (self.path / "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
-                (self.path / "cgroup.kill").write_text("1")
-            return
-        with contextlib.suppress(OSError):
-            for pid in self.procs.read_text().split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-
-    def remove(self) -> None:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                self.kill_all()
-                time.sleep(0.05)
 
 
 class RootfsRunner:
@@ -418,9 +306,9 @@ class RootfsRunner:
         """Scale default deadlines of *platform* by a measured emulation factor."""
         self._factors[platform.arch_name] = max(1.0, factor)
 
-    def _memory_group(self, job: _Job) -> _MemoryCgroup | None:
+    def _memory_group(self, job: _Job) -> MemoryCgroup | None:
         """The run's memory cgroup; refuses an emulated run that cannot have one."""
-        group = _MemoryCgroup.create(f"pytest-multiarch-{self.session.id}-{uuid.uuid4().hex[:8]}",
+        group = MemoryCgroup.create(f"pytest-multiarch-{self.session.id}-{uuid.uuid4().hex[:8]}",
                                      parse_mem_limit(job.limit))
         if group is None and job.emulated:
             why = ("not running as root, it cannot make a memory cgroup" if os.geteuid() != 0
@@ -453,7 +341,7 @@ class RootfsRunner:
                 "work": str(scratch / "work"), "merged": str(scratch / "merged"),
                 "dev": list(_DEV_NODES), "workdir": workdir, "argv": argv, "env": dict(env)}
         return [shutil.which("unshare") or "unshare", "--mount", "--pid", "--fork",
-                "--kill-child", sys.executable, "-c", _LAUNCHER], spec
+                "--kill-child", sys.executable, "-c", LAUNCHER], spec
 
     def _proot_argv(
         self, tree: Rootfs, scratch: Path, workdir: str, argv: list[str], job: _Job
@@ -468,7 +356,7 @@ class RootfsRunner:
 
     def _execute(
         self, job: _Job, nxt: list[str], spec: dict[str, Any] | None,
-        group: _MemoryCgroup | None, env: Mapping[str, str], scratch: Path,
+        group: MemoryCgroup | None, env: Mapping[str, str], scratch: Path,
     ) -> tuple[int, bytes, bytes]:
         """Start the launcher, wait until the deadline (then kill the whole tree)."""
         read_fd = write_fd = None
@@ -478,7 +366,7 @@ class RootfsRunner:
         outer = {"stage": "host", "next": nxt, "cgroup_procs": str(group.procs) if group else ""}
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCHER, json.dumps(outer)],
+                [sys.executable, "-c", LAUNCHER, json.dumps(outer)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=dict(env) if spec is None else {"PATH": DEFAULT_PATH},
                 start_new_session=True, cwd=str(scratch),
@@ -525,7 +413,7 @@ class RootfsRunner:
         return result
 
     @staticmethod
-    def _kill(proc: subprocess.Popen[bytes], group: _MemoryCgroup | None) -> None:
+    def _kill(proc: subprocess.Popen[bytes], group: MemoryCgroup | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         if group is not None:
