@@ -40,6 +40,21 @@ exec mariadbd --user=mysql --init-file={INIT_PATH}
 """
 
 
+class Password(str):
+    """A password: the text itself for drivers and SQL, ``'***'`` in every repr (so tracebacks
+    with locals, ``pytest -l``, and dataclass reprs never show it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    @classmethod
+    def new(cls) -> Password:
+        """A random one, 24 hex digits."""
+        return cls(secrets.token_hex(12))
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     """A user the init file creates: ``privileges`` like ``"ALL ON offerings.*"``."""
@@ -222,7 +237,7 @@ def start_mariadb(
 ) -> MariaDBServer:
     """Configure and start a MariaDB container through *started*'s runner (which tracks it,
     for logs and clean-up); wait until it answers unless *wait* is false."""
-    password = root_password or secrets.token_hex(12)
+    password = Password(root_password) if root_password else Password.new()
     container = started.add(started.runner.start(
         image, platform, entrypoint=["/bin/sh", "-c", _START],
         name=started.container_name(role), labels=labels(role, platform), mem_limit=mem_limit,

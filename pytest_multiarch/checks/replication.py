@@ -15,7 +15,6 @@ No pytest import here.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +31,13 @@ from pytest_multiarch.checks.errors import (
     ReplicationLag,
     ReplicationRefused,
 )
-from pytest_multiarch.checks.mariadb import DEFAULT_MEM_LIMIT, Account, MariaDBServer, start_mariadb
+from pytest_multiarch.checks.mariadb import (
+    DEFAULT_MEM_LIMIT,
+    Account,
+    MariaDBServer,
+    Password,
+    start_mariadb,
+)
 from pytest_multiarch.checks.verdicts import (
     CatchUp,
     ReplicationVerdict,
@@ -411,7 +416,7 @@ def replication_pair(
     session labels and are removed on exit, interrupts included.
     """
     p_plat, r_plat = as_platform(primary_platform), as_platform(replica_platform)
-    repl_password = secrets.token_hex(12)
+    repl_password = Password.new()
     with engine_runner(engine, session_id) as runner, Started(runner) as started:
         pair: ReplicationPair | None = None
         try:

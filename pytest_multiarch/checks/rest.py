@@ -14,7 +14,6 @@ not platform, and would run another arch's cached image for a tag.  No pytest im
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +32,13 @@ from pytest_multiarch.checks.engine import (
     time_factor,
 )
 from pytest_multiarch.checks.errors import CheckError, NotReady, ServiceUnavailable
-from pytest_multiarch.checks.mariadb import DEFAULT_MEM_LIMIT, Account, MariaDBServer, start_mariadb
+from pytest_multiarch.checks.mariadb import (
+    DEFAULT_MEM_LIMIT,
+    Account,
+    MariaDBServer,
+    Password,
+    start_mariadb,
+)
 from pytest_multiarch.checks.responses import Comparison, Difference, compare_responses
 from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.platforms import Platform
@@ -202,7 +207,7 @@ def rest_service(
         service: RestService | None = None
         try:
             network = started.network("rest", plat)
-            password = secrets.token_hex(12)
+            password = Password.new()
             database = None
             if with_database:
                 database = start_mariadb(

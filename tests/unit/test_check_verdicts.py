@@ -62,3 +62,13 @@ def test_passwords_stay_out_of_reprs() -> None:
     for text in (repr(account), str(account), repr(server), str(server)):
         assert secret not in text
     assert "service" in repr(account)
+
+
+def test_generated_passwords_mask_their_repr_but_not_their_text() -> None:
+    from pytest_multiarch.checks.mariadb import Password
+
+    password = Password.new()
+    assert repr(password) == "'***'"
+    assert str(password) == password  # what the driver and SQL get
+    assert len(password) == 24
+    assert password not in repr({"locals": password, "list": [password]})

@@ -19,6 +19,7 @@ from pytest_multiarch.errors import RunnerError, RunTimeout
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Command, RunResult, as_argv, classify, short_cmd
 from pytest_multiarch.runners.docker.cleanup import sigint_deferred
+from pytest_multiarch.runners.docker.stream import ENGINE_LOST
 
 if TYPE_CHECKING:
     from pytest_multiarch.runners.docker.engine import EngineRunner
@@ -95,9 +96,12 @@ class EngineContainer:
     def exec(
         self, cmd: Command, *, env: Mapping[str, str] | None = None, timeout: float | None = None
     ) -> RunResult:
-        """Run *cmd* in the container; classified like run(); RunTimeout after *timeout* s."""
+        """Run *cmd* in the container; classified like run(); RunTimeout after *timeout* s
+        (default: the runner's run deadline for this platform)."""
         argv = as_argv(cmd)
         api = self._runner.client.api
+        if timeout is None:
+            timeout = self._runner.run_timeout_for(self.platform)
         started = time.monotonic()
         try:
             exec_id = api.exec_create(self.id, list(argv), environment=dict(env or {}))["Id"]
@@ -117,21 +121,21 @@ class EngineContainer:
             except BaseException as exc:  # re-raised in the caller's thread
                 box["error"] = exc
 
-        if timeout is None:
-            call()
-        else:
-            worker = threading.Thread(target=call, daemon=True)
-            worker.start()
-            worker.join(timeout)
-            if worker.is_alive():
-                self._kill_exec(exec_id)
-                error = RunTimeout(
-                    f"{short_cmd(argv)!r} in {self.name} ({self.image} on {self.platform}, "
-                    f"{self._runner.describe(self.platform)}) did not finish within "
-                    f"{timeout:.0f}s. Scale timeouts by the emulation factor, or look for a hang."
-                )
-                error.logs = self.logs()
-                raise error
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            self._kill_exec(exec_id)
+            error = RunTimeout(
+                f"{short_cmd(argv)!r} in {self.name} ({self.image} on {self.platform}, "
+                f"{self._runner.describe(self.platform)}) did not finish within "
+                f"{timeout:.0f}s. Scale timeouts by the emulation factor, or look for a hang."
+            )
+            error.logs = self.logs()
+            raise error
+        if isinstance(box.get("error"), ENGINE_LOST):
+            raise self._runner.lost(box["error"], f"running {short_cmd(argv)!r} in {self.name}",
+                                    started) from box["error"]
         if "error" in box:
             raise box["error"]
         stdout, stderr = box["out"]
