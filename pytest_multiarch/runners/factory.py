@@ -29,6 +29,7 @@ class _Settings(Protocol):
     arch_hosts: dict[Platform, str]
     engine: Any  # Sourced[str]
     mem_limit: str
+    run_timeout: Any  # Sourced[float]: native seconds, scaled by the emulation factor
     cache_dir: Path | None
 
 

@@ -447,7 +447,8 @@ class FakeState:
     def __init__(self, engine: str) -> None:
         self.cfg = SimpleNamespace(arch_hosts={}, engine=SimpleNamespace(value=engine,
                                                                           source="option"),
-                                   mem_limit="256m", cache_dir=None)
+                                   mem_limit="256m", cache_dir=None,
+                                   run_timeout=SimpleNamespace(value=300.0, source="default"))
         self.session_id = f"default-{engine}-{os.getpid()}"
 
     def registry(self) -> Any:

@@ -536,7 +536,8 @@ class FakeState:
         from types import SimpleNamespace
 
         self.cfg = SimpleNamespace(arch_hosts=arch_hosts, engine=SimpleNamespace(value=engine),
-                                   mem_limit="256m", cache_dir=cache)
+                                   mem_limit="256m", cache_dir=cache,
+                                   run_timeout=SimpleNamespace(value=300.0, source="default"))
         self.session_id = f"default-{os.getpid()}"
 
     def registry(self) -> Any:
