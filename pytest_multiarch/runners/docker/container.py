@@ -126,13 +126,7 @@ class EngineContainer:
         worker.join(timeout)
         if worker.is_alive():
             self._kill_exec(exec_id)
-            error = RunTimeout(
-                f"{short_cmd(argv)!r} in {self.name} ({self.image} on {self.platform}, "
-                f"{self._runner.describe(self.platform)}) did not finish within "
-                f"{timeout:.0f}s. Scale timeouts by the emulation factor, or look for a hang."
-            )
-            error.logs = self.logs()
-            raise error
+            raise self._exec_timeout(argv, timeout)
         if isinstance(box.get("error"), ENGINE_LOST):
             raise self._runner.lost(box["error"], f"running {short_cmd(argv)!r} in {self.name}",
                                     started) from box["error"]
@@ -155,6 +149,16 @@ class EngineContainer:
         if classified is not None:
             raise classified
         return result
+
+    def _exec_timeout(self, argv: tuple[str, ...], timeout: float) -> RunTimeout:
+        error = RunTimeout(
+            f"{short_cmd(argv)!r} in {self.name} ({self.image} on {self.platform}, "
+            f"{self._runner.describe(self.platform)}) did not finish within {timeout:.0f}s. "
+            "Pass timeout=, raise --multiarch-run-timeout (scaled by the emulation factor), or "
+            "look for a hang."
+        )
+        error.logs = self.logs()
+        return error
 
     def _kill_exec(self, exec_id: str) -> None:
         # Docker cannot kill an exec; on the local engine its host pid is ours to signal.

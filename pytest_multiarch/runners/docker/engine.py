@@ -417,11 +417,14 @@ class EngineRunner:
         # Attached before start, like `docker run`: no output is lost, and stdout and stderr
         # stay apart while the logs keep their interleaving.  podman creates the runtime's
         # container on attach, so its start failures show here already.
+        stream: AttachedOutput | None = None
         try:
             stream = attach(self.client.api, container.id,
                             job.started + job.budget + self.kill_grace)
             container.start()
         except docker.errors.APIError as exc:
+            if stream is not None:
+                stream.close()
             return self._start_failure(exc, job.image, job.platform, job.argv, job.started,
                                        job.limit)
         timed_out = threading.Event()
