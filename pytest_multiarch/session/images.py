@@ -173,9 +173,9 @@ def run_variant(
         if not loader:
             raise
         missing = LoaderMissing(
-            f"{resolved.pinned} on {plat}: the default command cannot start: {loader}. Install "
-            "the loader (the libc package of this architecture) in the image, or link the "
-            "binary statically."
+            f"{loader}: the default command cannot start (this is not the application failing). "
+            "Install the loader (the libc package of this architecture) in the image, or link "
+            "the binary statically."
         )
         missing.logs = exc.logs
         raise missing from None
