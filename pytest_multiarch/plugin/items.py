@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -49,6 +50,23 @@ def item_platforms(item: pytest.Item) -> list[Platform]:
     return [single] if single is not None else []
 
 
+def variants_to_rerun(
+    state: State, old: Mapping[str, Any]
+) -> tuple[set[tuple[str, str]], set[str]]:
+    """(image, arch) pairs that must run again, and the archs whose own tests must."""
+    rerun: set[tuple[str, str]] = set()
+    refs = set(state.cfg.images) | {r for r in old["images"] if r != TESTS_KEY}
+    for ref in sorted(refs):
+        for wanted in state.archs:
+            try:
+                now: str | None = resolve_variant(state, ref, wanted).digest
+            except MultiarchError:  # gone from the index or unreachable: run it, it will say
+                now = None
+            if needs_rerun(old, ref, wanted.arch_name, now):
+                rerun.add((ref, wanted.arch_name))
+    return rerun, {arch for _, arch in rerun} | failing_archs(old, TESTS_KEY)
+
+
 def deselect_unchanged(state: State, items: list[pytest.Item], config: pytest.Config) -> bool:
     """Keep only tests of variants that must run again (see :func:`baseline.needs_rerun`).
 
@@ -63,17 +81,7 @@ def deselect_unchanged(state: State, items: list[pytest.Item], config: pytest.Co
     if old is None:
         state.summary_lines.append(f"multiarch: --multiarch-changed-only ignored: {loaded.problem}")
         return False
-    rerun: set[tuple[str, str]] = set()
-    refs = set(state.cfg.images) | {r for r in old["images"] if r != TESTS_KEY}
-    for ref in sorted(refs):
-        for wanted in state.archs:
-            try:
-                now: str | None = resolve_variant(state, ref, wanted).digest
-            except MultiarchError:  # gone from the index or unreachable: run it, it will say
-                now = None
-            if needs_rerun(old, ref, wanted.arch_name, now):
-                rerun.add((ref, wanted.arch_name))
-    rerun_archs = {arch for _, arch in rerun} | failing_archs(old, TESTS_KEY)
+    rerun, rerun_archs = variants_to_rerun(state, old)
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:

@@ -24,6 +24,8 @@ class MultiarchSession:
         self.state = state
         #: True when --multiarch-changed-only found nothing changed since the baseline
         self.nothing_to_rerun = False
+        #: False in the xdist controller, which collects nothing itself
+        self.collected_here = False
 
     # -- collection -------------------------------------------------------------------------
 
@@ -35,6 +37,7 @@ class MultiarchSession:
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
         state = self.state
+        self.collected_here = True
         if state.cfg.images:
             from pytest_multiarch.plugin.gate import make_gate_items
 
@@ -123,7 +126,7 @@ class MultiarchSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # Regression mode: "nothing changed since the baseline" is the answer a CI step wants,
         # not pytest's "no tests ran" (exit 5).
-        if self.nothing_to_rerun and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self._nothing_to_rerun():
             session.exitstatus = pytest.ExitCode.OK
             self.state.summary_lines.append(
                 "multiarch: --multiarch-changed-only: nothing changed since the baseline, "
@@ -131,6 +134,17 @@ class MultiarchSession:
             )
         if not hasattr(session.config, "workerinput"):  # the controller writes report/baseline
             self.state.finish()
+
+    def _nothing_to_rerun(self) -> bool:
+        if self.collected_here or not self.state.cfg.changed_only:
+            return self.nothing_to_rerun
+        # The xdist controller saw no items: ask the baseline the question its workers asked.
+        from pytest_multiarch.plugin.items import variants_to_rerun
+        from pytest_multiarch.session.baseline import load_baseline
+
+        assert self.state.cfg.baseline_path is not None  # options.load() requires it
+        old = load_baseline(self.state.cfg.baseline_path).document
+        return old is not None and variants_to_rerun(self.state, old) == (set(), set())
 
     def pytest_unconfigure(self) -> None:
         self.state.close()

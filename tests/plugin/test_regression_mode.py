@@ -103,3 +103,13 @@ def test_unusable_baseline_is_named_never_overwritten_never_a_traceback(
     if changed_only:
         result.stdout.fnmatch_lines(["multiarch: --multiarch-changed-only ignored: baseline *"])
     assert baseline.read_bytes() == content, "an unusable baseline must not be overwritten"
+
+
+def test_nothing_changed_is_exit_0_under_xdist_too(suite: pytest.Pytester, tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    run(suite, baseline).assert_outcomes(passed=2)
+    quiet = suite.runpytest_subprocess("--arch=amd64,arm64", f"--multiarch-baseline={baseline}",
+                                       "-p", "no:cacheprovider", "--multiarch-changed-only",
+                                       "-n", "2", timeout=120)
+    assert quiet.ret == pytest.ExitCode.OK
+    quiet.stdout.fnmatch_lines(["*nothing changed since the baseline, nothing to re-test*"])
