@@ -120,3 +120,19 @@ def test_every_failure_class_is_importable_from_the_package() -> None:
     from pytest_multiarch.session.images import AuditFailed  # its old home keeps working
 
     assert AuditFailed is pytest_multiarch.AuditFailed
+
+
+def test_fixture_keywords_are_explicit(pytester: pytest.Pytester) -> None:
+    """``command=`` (not ``cmd=``) names itself at once, before any image is touched."""
+    pytester.makepyfile(test_kw="""
+        import pytest
+
+        def test_container(arch, multiarch_container):
+            with pytest.raises(TypeError, match="unexpected keyword argument 'command'"):
+                multiarch_container("registry.local:5000/app:1.4", command=["sh"])
+
+        def test_run(arch, multiarch_run):
+            with pytest.raises(TypeError, match="unexpected keyword argument 'stdin'"):
+                multiarch_run("registry.local:5000/app:1.4", ["true"], stdin="x")
+    """)
+    pytester.runpytest("--arch=native").assert_outcomes(passed=2)
