@@ -209,3 +209,17 @@ def test_gate_only_collects_no_test_files(pytester: pytest.Pytester, testbed: Te
     alone.assert_outcomes(passed=4)
     assert "test_local" not in alone.stdout.str()
     assert "no_such_module_here" not in alone.stdout.str()
+
+
+def test_variant_mismatch_message_says_what_to_run_without_internal_names(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('buildah-slip')}", "--arch=arm64",
+                  "-k", "smoke")
+    result.assert_outcomes(failed=1, deselected=3)
+    result.stdout.fnmatch_lines([
+        "*the engine's copy of *buildah-slip@sha256:* is linux/amd64, not linux/arm64*Run the "
+        "linux/arm64 variant by its own manifest digest (the linux/arm64 entry of the index), "
+        "not the index digest or a tag.",
+    ])
+    assert "resolve()" not in result.stdout.str()
