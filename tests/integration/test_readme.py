@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests sh
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLE = "registry.local:5000/app:1.4"
-_BLOCK = re.compile(r"<!-- readme-test: (\w+) -->\n```console\n(.*?)```", re.S)
+_BLOCK = re.compile(r"<!-- readme-test: (\w+) -->\n```(?:console|python)\n(.*?)```", re.S)
 
 
 def readme_blocks() -> dict[str, str]:
@@ -37,7 +37,7 @@ def run_block(name: str, testbed: Testbed, cwd: Path) -> subprocess.CompletedPro
 
 
 def test_the_marked_blocks_are_there() -> None:
-    assert set(readme_blocks()) == {"gate", "oci", "regression"}
+    assert set(readme_blocks()) == {"gate", "oci", "regression", "container", "audit"}
 
 
 def test_readme_gate_command(testbed: Testbed, tmp_path: Path) -> None:
@@ -73,3 +73,27 @@ def test_blocks_use_only_documented_options(name: str) -> None:
     readme = README.read_text()
     for option in set(re.findall(r"--multiarch-[a-z-]+|--arch[a-z-]*", readme_blocks()[name])):
         assert f"`{option}" in readme, f"{option} is used in the README but not in its tables"
+
+
+@pytest.mark.parametrize(("name", "outcomes"), [("container", {"passed": 2}),
+                                                ("audit", {"passed": 2})])
+def test_readme_python_examples(
+    pytester: pytest.Pytester, testbed: Testbed, name: str, outcomes: dict[str, int]
+) -> None:
+    pytester.makepyfile(test_readme=readme_blocks()[name].replace(EXAMPLE, testbed.ref("busybox")))
+    result = pytester.runpytest_subprocess("--arch=amd64,arm64", "-p", "no:cacheprovider",
+                                           timeout=300)
+    result.assert_outcomes(**outcomes)
+
+
+def test_readme_audit_example_fails_readably(pytester: pytest.Pytester, testbed: Testbed) -> None:
+    """``assert result.ok, result.format()`` shows the verdict paragraph, not a cut repr."""
+    body = readme_blocks()["audit"].replace(EXAMPLE, testbed.ref("mislabeled"))
+    pytester.makepyfile(test_readme=body)
+    result = pytester.runpytest_subprocess("--arch=arm64", "-p", "no:cacheprovider",
+                                           timeout=300)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "E * linux/arm64 variant of *mislabeled@sha256:*: FAILED (2 failing findings); ELF files:*",
+        "E * FAIL entrypoint-foreign-arch: *",
+    ])
