@@ -38,6 +38,10 @@ class MultiarchSession:
     ) -> None:
         state = self.state
         self.collected_here = True
+        if state.cfg.gate_only and items:
+            # paths named on the command line are collected even when ignored: not run either
+            config.hook.pytest_deselected(items=list(items))
+            items.clear()
         if state.cfg.images:
             from pytest_multiarch.plugin.gate import make_gate_items
 

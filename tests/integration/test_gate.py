@@ -209,6 +209,9 @@ def test_gate_only_collects_no_test_files(pytester: pytest.Pytester, testbed: Te
     alone.assert_outcomes(passed=4)
     assert "test_local" not in alone.stdout.str()
     assert "no_such_module_here" not in alone.stdout.str()
+    named = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64", "--multiarch-gate-only",
+                 "test_local.py")  # a path named on the command line is not run either
+    named.assert_outcomes(passed=4, deselected=1)
 
 
 def test_variant_mismatch_message_says_what_to_run_without_internal_names(

@@ -136,3 +136,24 @@ def test_fixture_keywords_are_explicit(pytester: pytest.Pytester) -> None:
                 multiarch_run("registry.local:5000/app:1.4", ["true"], stdin="x")
     """)
     pytester.runpytest("--arch=native").assert_outcomes(passed=2)
+
+
+def test_entry_point_hooks_and_options_keep_their_names(pytester: pytest.Pytester) -> None:
+    (entry,) = [ep for ep in importlib.metadata.entry_points(group="pytest11")
+                if ep.name == "multiarch"]
+    assert entry.value == "pytest_multiarch.plugin"
+    from pytest_multiarch.plugin import hookspecs
+
+    assert {n for n in vars(hookspecs) if n.startswith("pytest_multiarch_")} == {
+        "pytest_multiarch_make_runner", "pytest_multiarch_select_archs", "pytest_multiarch_report"}
+    pytester.makeconftest("""
+        seen = []
+        def pytest_multiarch_report(config, report):
+            seen.append(report["session"])
+        def pytest_unconfigure(config):
+            print("REPORT HOOK", len(seen))
+    """)
+    pytester.makepyfile(test_a=ARCH_TEST)
+    result = pytester.runpytest_subprocess("--arch=native", "-s", "--multiarch-report=r.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["REPORT HOOK 1"])
