@@ -29,7 +29,10 @@ HOST_SCHEMES = ("ssh", "tcp", "unix")
 
 
 def addoption(parser: pytest.Parser) -> None:
-    """Register the ``multiarch`` option group and its ini keys."""
+    """Register the ``multiarch`` option group and its ini keys.
+
+    Long on purpose: one flat table of declarations, in the order ``--help`` shows them.
+    """
     group = parser.getgroup("multiarch", "cross-architecture container image checks")
     group.addoption(
         "--arch", dest="multiarch_archs", metavar="LIST", default=None,
