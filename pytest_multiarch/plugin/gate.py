@@ -31,6 +31,8 @@ CHECKS: Mapping[str, Callable[[State, str, Platform], str]] = {
     "binaries": images.gate_binaries,
     "smoke": images.gate_smoke,
 }
+#: user property of a gate item carrying a line for the summary (also across xdist workers)
+NOTE_PROPERTY = "multiarch_note"
 #: checks that only read the image: never skipped for a missing emulator
 STATIC_CHECKS = frozenset({"platform", "config", "binaries"})
 
@@ -66,6 +68,10 @@ class GateItem(pytest.Item):
         digest = CHECKS[self.check](self._state, self.multiarch_image, self.multiarch_platform)
         if digest:
             self._state.digests[self.nodeid] = digest
+        note = self._state.notes.pop((self.multiarch_image, self.multiarch_platform.arch_name),
+                                     None)
+        if note:
+            self.user_properties.append((NOTE_PROPERTY, note))
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None

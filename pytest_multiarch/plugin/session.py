@@ -9,6 +9,7 @@ from collections.abc import Generator
 
 import pytest
 
+from pytest_multiarch.plugin.gate import NOTE_PROPERTY
 from pytest_multiarch.plugin.items import deselect_unchanged, item_platform
 from pytest_multiarch.session.report import Outcome
 from pytest_multiarch.session.state import State
@@ -90,6 +91,9 @@ class MultiarchSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Feed the matrix; runs in the xdist controller too, so it sees every worker's results."""
         props = dict(report.user_properties)
+        note = props.get(NOTE_PROPERTY)
+        if report.when == "call" and isinstance(note, str):
+            self.state.summary_lines.append(note)
         arch = props.get("arch")
         if not isinstance(arch, str):
             return

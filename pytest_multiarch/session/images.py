@@ -308,7 +308,8 @@ def gate_smoke(state: State, text: str, plat: Platform) -> str:
     try:
         _, digest = run_variant(state, text, plat, cmd, check=True, timeout=alive_after)
     except RunTimeout:
-        state.summary_lines.append(
+        # a note on the test's report (user property), so an xdist controller says it too
+        state.notes[(text, plat.arch_name)] = (
             f"multiarch: smoke of {text} [{plat.arch_name}]: still running after "
             f"{alive_after:.0f}s ({state.cfg.smoke_timeout:g}s x emulation {factor:.1f}), "
             "counted as a service that started and stays up; give --multiarch-smoke-cmd for a "

@@ -60,6 +60,8 @@ class State:
     logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     log_sources: dict[str, list[LogSource]] = field(default_factory=dict)
     summary_lines: list[str] = field(default_factory=list)
+    #: (reference text, arch name) -> a line a check wants in the summary (see NOTE_PROPERTY)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
     #: measured emulation factor per platform (1.0 native)
     emulation: dict[Platform, float] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull

@@ -226,3 +226,14 @@ def test_variant_mismatch_message_says_what_to_run_without_internal_names(
         "not the index digest or a tag.",
     ])
     assert "resolve()" not in result.stdout.str()
+
+
+def test_service_note_reaches_the_summary_under_xdist(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", "--arch=amd64,arm64",
+                  "-k", "smoke", "--multiarch-smoke-cmd=sleep 600",
+                  "--multiarch-smoke-timeout=1", "-n", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*[[]amd64[]]: still running after 1s*"])
+    result.stdout.fnmatch_lines(["*[[]arm64[]]: still running after *"])
