@@ -174,38 +174,6 @@ class Runner(Protocol):
 # -- helpers shared by the runners -------------------------------------------------------------
 
 
-#: Keywords of ``start()`` that only engine runners take (the Protocol's are every runner's).
-ENGINE_ONLY_START_OPTIONS = ("network", "entrypoint", "tmpfs", "volumes")
-
-
-def runner_options(runner: object, method: str, options: Mapping[str, object]) -> dict[str, object]:
-    """*options* whose value is set, after checking that *runner*'s *method* takes each.
-
-    A keyword the runner does not take (an engine-only one on the rootfs runner) is a
-    :class:`UsageError` naming the option and the runner, not a ``TypeError``.
-    """
-    import inspect
-
-    wanted = {k: v for k, v in options.items() if v is not None}
-    try:
-        params = inspect.signature(getattr(runner, method)).parameters
-    except (TypeError, ValueError):  # a builtin or C-implemented runner: let it decide
-        return wanted
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return wanted
-    refused = [k for k in wanted if k not in params]
-    if refused:
-        kind = type(runner).__name__
-        raise UsageError(
-            f"{method}() option{'s' if len(refused) > 1 else ''} {', '.join(refused)} "
-            f"{'are' if len(refused) > 1 else 'is'} not supported by {kind} "
-            f"({getattr(runner, 'describe', lambda: kind)()}): only container engines take "
-            f"{'them' if len(refused) > 1 else 'it'}. Drop the option, or run this arch on an "
-            "engine (--engine=docker or podman, or --arch-host)."
-        )
-    return wanted
-
-
 def as_argv(cmd: Command) -> tuple[str, ...]:
     """A command as an argv tuple; a string is split like a shell would (no expansion)."""
     return tuple(shlex.split(cmd)) if isinstance(cmd, str) else tuple(cmd)
@@ -222,15 +190,21 @@ def require_digest(image: str) -> None:
 
 
 def parse_mem_limit(value: str | int) -> int:
-    """``512m``/``1g``/``32M``/bytes → bytes; UsageError for anything else."""
-    if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*(\d+)\s*([bkmg]?)b?\s*", value.lower())
-    if match is None:
+    """``512m``/``512mb``/``1g``/``1.5g``/bytes → bytes; UsageError for anything else.
+
+    The one size parser of the package (option and runners): the Docker SDK's own, so a value
+    the plugin accepts is one the engine accepts.
+    """
+    from docker.errors import DockerException
+    from docker.utils import parse_bytes
+
+    try:
+        size = value if isinstance(value, int) else int(parse_bytes(value.strip().lower()))
+    except (DockerException, ValueError):
+        size = 0
+    if size <= 0:
         raise UsageError(f"invalid memory limit {value!r}; use e.g. 512m, 1g or a byte count")
-    return int(match.group(1)) * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
-        match.group(2)
-    ]
+    return size
 
 
 def short_cmd(cmd: Sequence[str]) -> str:

@@ -450,6 +450,9 @@ class FakeState:
                                    mem_limit="256m", cache_dir=None,
                                    run_timeout=SimpleNamespace(value=300.0, source="default"))
         self.session_id = f"default-{engine}-{os.getpid()}"
+        from pytest_multiarch.runners.factory import EngineSelection
+
+        self.engines = EngineSelection(engine)  # the session holds the engine choice
 
     def registry(self) -> Any:
         from pytest_multiarch.oci.registry import RegistryClient

@@ -78,20 +78,15 @@ def testcreated_at(attrs: dict[str, str], expected: float) -> None:
     assert created_at(SimpleNamespace(attrs=attrs)) == pytest.approx(expected)
 
 
-def test_engine_only_start_options_name_the_option_and_the_runner(tmp_path: Path) -> None:
-    from pytest_multiarch.errors import UsageError
-    from pytest_multiarch.runners.base import runner_options
+def test_engine_only_start_options_on_the_rootfs_runner_name_the_option(tmp_path: Path) -> None:
+    from pytest_multiarch.errors import RunnerError
+    from pytest_multiarch.platforms import Platform
     from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 
     rootfs = RootfsRunner(cache_dir=tmp_path)
-    assert runner_options(rootfs, "start", {"network": None, "volumes": None}) == {}
-    with pytest.raises(UsageError) as excinfo:
-        runner_options(rootfs, "start", {"network": "net", "tmpfs": {"/t": ""}, "volumes": None})
+    image = "127.0.0.1:5000/x@sha256:" + "0" * 64
+    with pytest.raises(RunnerError) as excinfo:
+        rootfs.start(image, Platform.parse("arm64"), network="net", tmpfs={"/t": ""})
     message = str(excinfo.value)
-    assert "start() options network, tmpfs are not supported by RootfsRunner (" in message
+    assert "(network, tmpfs: engine-only options)" in message
     assert "--engine=docker" in message
-
-    class Flexible:
-        def start(self, image: str, **options: object) -> None: ...
-
-    assert runner_options(Flexible(), "start", {"network": "n"}) == {"network": "n"}

@@ -431,12 +431,24 @@ class RootfsRunner:
         ports: Sequence[int | str] = (),
         mem_limit: str | None = None,
         name: str | None = None,
+        network: str | None = None,
+        entrypoint: Command | None = None,
+        tmpfs: Mapping[str, str] | None = None,
+        volumes: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Container:
-        """Not supported: services need the engine runner (no network namespace, no ports)."""
+        """Not supported: services need the engine runner (no network namespace, no ports).
+
+        The engine runner's own keywords are accepted so that passing one is this clear error
+        naming it, not a ``TypeError``."""
+        given = [k for k, v in (("network", network), ("entrypoint", entrypoint),
+                                ("tmpfs", tmpfs), ("volumes", volumes)) if v is not None]
+        engine_only = (f" ({', '.join(given)}: engine-only option{'s' if len(given) > 1 else ''})"
+                       if given else "")
         raise RunnerError(
-            f"the rootfs runner cannot start a long-running container of {image} on {platform}: "
-            "it has no network namespace or port publishing. Use a Docker engine for services "
-            "(--engine=docker, or --arch-host for a remote one); one-shot commands (run) work."
+            f"the rootfs runner cannot start a long-running container of {image} on {platform}"
+            f"{engine_only}: it has no network namespace or port publishing. Use a Docker engine "
+            "for services (--engine=docker, or --arch-host for a remote one); one-shot commands "
+            "(run) work."
         )
 
     def close(self) -> None:
