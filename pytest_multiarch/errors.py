@@ -113,3 +113,11 @@ class RunTimeout(RunnerError):
 
 class UnsafeLayerError(MultiarchError):
     """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
+
+
+class RootfsTooLarge(MultiarchError):
+    """Unpacking a variant's layers would pass the unpack limits (bytes or entries)."""
+
+
+class CorruptLayer(MultiarchError):
+    """A layer is not a valid tar archive (in its compression): bad header, truncated stream."""

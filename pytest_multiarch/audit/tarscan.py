@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pytest_multiarch.audit import elf
 from pytest_multiarch.audit.elf import ElfHeader, InvalidElf
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import CorruptLayer
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit.decompress import ReadInto
@@ -104,7 +104,7 @@ def _elf_from_json(obj: Any) -> ElfHeader | InvalidElf | None:
                      int(needed), bool(complete))
 
 
-class TarError(MultiarchError):
+class TarError(CorruptLayer):
     """The tar stream is not a valid archive.
 
     Raised by :meth:`TarScanner.run` with the layer's digest, the member and the byte offset of

@@ -43,3 +43,6 @@ class MultiarchConfig:
     insecure_registries: tuple[str, ...] = ()
     cache_dir: Path | None = None
     reference_arch: Platform | None = None
+    # Bounds of an unpacked rootfs (runners/rootfs/unpack.py); None: that module's defaults.
+    unpack_max_bytes: Sourced[int] | None = None
+    unpack_max_files: Sourced[int] | None = None
