@@ -59,7 +59,7 @@ def test_auths_base64(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"auths": {"127.0.0.1:5001": {"auth": b64(f"alice:{SECRET}")}}})
     creds = load_docker_credentials("127.0.0.1:5001", cfg)
     assert creds is not None
-    assert (creds.username, creds.secret) == ("alice", SECRET)
+    assert (creds.username, creds.secret.reveal()) == ("alice", SECRET)
     assert "auths[127.0.0.1:5001]" in creds.source
 
 
@@ -82,7 +82,7 @@ def test_identity_token(tmp_path: Path) -> None:
     creds = load_docker_credentials("reg.io", cfg)
     assert creds is not None
     assert creds.is_identity_token
-    assert creds.secret == SECRET
+    assert creds.secret.reveal() == SECRET
 
 
 def test_no_config_means_no_credentials(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_cred_helpers_and_store(tmp_path: Path, helper_bin: Path) -> None:
     cfg = write_config(tmp_path / "a", {"credHelpers": {"127.0.0.1:5001": "fake"}})
     creds = load_docker_credentials("127.0.0.1:5001", cfg)
     assert creds is not None
-    assert (creds.username, creds.secret) == ("helperuser", SECRET)
+    assert (creds.username, creds.secret.reveal()) == ("helperuser", SECRET)
     assert "credHelpers[127.0.0.1:5001]" in creds.source
 
     store = write_config(tmp_path / "b", {"credsStore": "fake", "auths": {

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from pytest_multiarch.errors import CorruptLayer, RootfsTooLarge, UnsafeLayerError
-from pytest_multiarch.oci.registry import Manifest
+from pytest_multiarch.oci.content import Manifest
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 from pytest_multiarch.runners.rootfs.unpack import (
