@@ -567,7 +567,8 @@ def _error_detail(resp: requests.Response, deadline: Deadline) -> str:
                 break  # enough for a message; an endless body is not read on
         errors = json.loads(raw).get("errors")
         first = errors[0]
-        return f" {str(first.get('code', ''))[:60]}: {str(first.get('message', ''))[:200]}"
+        code, message = str(first.get("code", ""))[:60], str(first.get("message", ""))[:200]
+        return f" {code}: {message}" if message else f" {code}"
     except (ValueError, AttributeError, TypeError, IndexError, KeyError, RecursionError,
             requests.RequestException):
         return ""
