@@ -117,6 +117,7 @@ class Deadline:
         self.seconds = seconds
         self.expired = False
         self._conn: HTTPConnection | None = None
+        self._done = False
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -129,6 +130,8 @@ class Deadline:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._done:  # the exchange ended as the timer fired: its connection is not ours
+                return
             self.expired = True
             if self._conn is not None:
                 self._shutdown(self._conn)
@@ -147,6 +150,8 @@ class Deadline:
 
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
+        with self._lock:
+            self._done, self._conn = True, None
         _current.deadline = None
 
 
