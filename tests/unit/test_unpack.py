@@ -367,3 +367,17 @@ def test_corrupt_tar_is_a_named_error(tmp_path: Path) -> None:
     with pytest.raises(CorruptLayer, match=r"layer 0: not a valid layer"):
         unpack_layers([contextlib.nullcontext(io.BytesIO(b"\x1f\x8b" + b"\0" * 100))],
                       tmp_path / "r")
+
+
+def test_prepare_stops_at_the_runner_limits_naming_the_layer_digest(tmp_path: Path) -> None:
+    big = layer(("a", "file", b"x" * 5000))
+    registry = FakeRegistry([layer(("ok", "file", b"1")), big])
+    runner = RootfsRunner(registry=registry, cache_dir=tmp_path / "cache",
+                          unpack_limits=UnpackLimits(max_bytes=4096))
+    with pytest.raises(RootfsTooLarge) as info:
+        runner.prepare(f"127.0.0.1:5000/t/img@{registry.digest}", Platform.parse("arm64"))
+    digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    assert str(info.value).startswith(f"layer 1 ({digest}): member 'a' takes the unpacked root "
+                                      "filesystem past 4096 bytes")
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == []
