@@ -205,7 +205,7 @@ def test_one_byte_every_two_seconds_ends_at_the_deadline(
     assert str(error) == (
         f"manifest 1 of {ref}: {server.host} did not finish answering within 3 s (the overall "
         "deadline of one registry request); it is too slow or stalling on purpose")
-    assert 2.9 <= elapsed < 5.0
+    assert 2.9 <= elapsed < 6.0  # the 3 s deadline, plus scheduling on a loaded 2-core host
 
 
 def test_streamed_blob_deadline_grows_with_its_size() -> None:
