@@ -71,7 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_multiarch.plugin import xdist as xdist_support
 
-        config.pluginmanager.register(xdist_support.XdistSupport(state), "multiarch-xdist")
+        config.pluginmanager.register(
+            xdist_support.XdistSupport(state, row_of_nodeid), "multiarch-xdist"
+        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -229,8 +231,39 @@ def pytest_runtest_makereport(
                 report.sections.append((f"Captured container log {title}", text))
     if report.when == "teardown":
         state.forget_logs(item.nodeid)
+    # Report attributes, not user properties (which end up in JUnit): they travel from xdist
+    # workers to the controller, which writes the shard.
+    indexes, variants = state.image_facts()
+    if indexes:
+        report.multiarch_images = {"index": indexes, "variants": variants}  # type: ignore[attr-defined]
+    if report.when == "call" and state.rest_records.get(item.nodeid):
+        report.multiarch_rest = [  # type: ignore[attr-defined]
+            answer.to_json() for answer in state.rest_records[item.nodeid]
+        ]
+    if report.when == "teardown":
+        state.rest_records.pop(item.nodeid, None)
     report.user_properties = list(item.user_properties)
     return report
+
+
+def _item_row(item: pytest.Item) -> tuple[str, str] | None:
+    plat = item_platform(item)
+    return None if plat is None else (plat.arch_name, _row_name(item.nodeid, plat.arch_name))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None or hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller hears of its ids from XdistSupport
+    state.record_collection([r for r in map(_item_row, session.items) if r], [])
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if not items:
+        return
+    state = items[0].config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.record_collection([], [r for r in map(_item_row, items) if r])
 
 
 class MatrixRecorder:
@@ -259,6 +292,7 @@ class MatrixRecorder:
         )
         if not relevant:
             return
+        self._record_facts(report, arch)
         message = _failure_message(report)
         self.state.matrix.add(Outcome(
             test=_row_name(report.nodeid, arch), arch=arch, outcome=_outcome_of(report),
@@ -266,6 +300,21 @@ class MatrixRecorder:
             message=message, image=_str_or_none(props.get("image")),
             digest=_str_or_none(props.get("digest")),
         ))
+
+
+    def _record_facts(self, report: pytest.TestReport, arch: str) -> None:
+        """Index digests, variants and REST answers a (possibly remote) worker attached."""
+        matrix = self.state.matrix
+        images = getattr(report, "multiarch_images", None)
+        if isinstance(images, dict):
+            for ref, digest in images.get("index", {}).items():
+                matrix.index_digests.setdefault(ref, digest)
+            for ref, per_arch in images.get("variants", {}).items():
+                for name, variant in per_arch.items():
+                    matrix.variants.setdefault(ref, {}).setdefault(name, variant)
+        answers = getattr(report, "multiarch_rest", None)
+        if isinstance(answers, list) and answers:
+            matrix.rest[_row_name(report.nodeid, arch), arch] = answers
 
 
 def _failure_message(report: pytest.TestReport) -> str | None:
@@ -327,6 +376,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if state is None or hasattr(session.config, "workerinput"):
         return
+    state.exitstatus = int(exitstatus)
     state.finish(session.config)
 
 
@@ -335,3 +385,16 @@ def pytest_keyboard_interrupt(excinfo: Any) -> None:
     from pytest_multiarch.session.state import cleanup_all_sessions
 
     cleanup_all_sessions()
+
+
+def row_of_nodeid(nodeid: str, arch_names: frozenset[str]) -> tuple[str, str] | None:
+    """(arch, row) of a node id known only by name (xdist workers' collection)."""
+    last = nodeid.rsplit("::", 1)[-1]
+    if "[" not in last:
+        return None
+    tokens = last.split("[", 1)[1].rstrip("]").split("-")
+    if len(tokens) >= 3 and tokens[-2] == "to" and tokens[-1] in arch_names:
+        arch: str | None = tokens[-1]  # a replication pair sits in its replica's column
+    else:
+        arch = next((t for t in tokens if t in arch_names), None)
+    return None if arch is None else (arch, _row_name(nodeid, arch))

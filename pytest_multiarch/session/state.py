@@ -63,6 +63,10 @@ class State:
     emulation: dict[Platform, float] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull
     layout_runners: dict[Platform, Runner] = field(default_factory=dict)
+    #: node id -> the answers its ``multiarch_rest.record`` calls normalized (checks.rest.Answer)
+    rest_records: dict[str, list[Any]] = field(default_factory=dict)
+    #: pytest's exit status, for the report (a shard that crashed must not look green)
+    exitstatus: int | None = None
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)
     _runners: dict[Platform, Runner] = field(default_factory=dict)
     _registry: RegistryClient | None = None
@@ -81,8 +85,29 @@ class State:
         """Can *plat* run here? Cached; remote hosts are checked when their runner starts."""
         if plat not in self._status:
             self._status[plat] = self._compute_status(plat)
-            self.matrix.line(plat.arch_name).how = self._status[plat].how
+            line = self.matrix.line(plat.arch_name)
+            line.how = self._status[plat].how
+            line.run = self._run_facts(plat)
         return self._status[plat]
+
+    def _run_facts(self, plat: Platform) -> dict[str, Any]:
+        """Where *plat* runs, for the report: a merge shows which machine each shard came from.
+
+        ``cpu_model`` is the emulated CPU model (``QEMU_CPU``); None means qemu's default.
+        """
+        import platform as _platform
+
+        host_url = self.cfg.arch_hosts.get(plat)
+        if host_url is not None:  # the remote engine's CPU is not visible through its API
+            return {"host": _host_of(host_url), "machine": plat.architecture, "cpu": None}
+        facts: dict[str, Any] = {"host": _platform.node(), "machine": _platform.machine(),
+                                 "cpu": _cpu_name()}
+        if plat != Platform.host():
+            from pytest_multiarch.host import binfmt
+
+            with contextlib.suppress(Exception):
+                facts["qemu"] = binfmt.qemu_version(plat)
+        return facts
 
     def _compute_status(self, plat: Platform) -> ArchStatus:
         host_url = self.cfg.arch_hosts.get(plat)
@@ -204,6 +229,27 @@ class State:
 
     # -- end of session ---------------------------------------------------------------------
 
+    def record_collection(self, selected: list[tuple[str, str]],
+                          deselected: list[tuple[str, str]]) -> None:
+        """(arch, row) of the tests selected and deselected, for "not run" versus "missing"."""
+        for arch, row in selected:
+            self.matrix.collected.setdefault(arch, []).append(row)
+        for arch, row in deselected:
+            self.matrix.deselected.setdefault(arch, []).append(row)
+
+    def image_facts(self) -> tuple[dict[str, str], dict[str, dict[str, dict[str, Any]]]]:
+        """(reference -> index digest, reference -> arch -> variant) of what this process
+        resolved; a single-platform manifest's own digest stands for its index."""
+        indexes: dict[str, str] = {}
+        variants: dict[str, dict[str, dict[str, Any]]] = {}
+        for (ref, arch), resolved in list(self.resolved.items()):
+            indexes.setdefault(ref, resolved.index_digest or resolved.digest)
+            variants.setdefault(ref, {})[arch] = {
+                "digest": resolved.digest, "config": resolved.config_digest,
+                "layers": [layer.digest for layer in resolved.layers],
+            }
+        return indexes, variants
+
     def finish(self, config: Any) -> None:
         """Write the JSON report and baseline; then clean up."""
         if self.cfg.report_path is not None or self.cfg.baseline_path is not None:
@@ -231,7 +277,14 @@ class State:
     def report_document(self) -> dict[str, Any]:
         """The JSON report: the matrix plus host, engine and qemu facts."""
         extra: dict[str, Any] = {"session": self.session_id,
-                                 "engine": self.cfg.engine.value}
+                                 "engine": self.cfg.engine.value,
+                                 "exitstatus": self.exitstatus}
+        indexes, variants = self.image_facts()  # this process's; xdist workers' came by report
+        for ref, digest in indexes.items():
+            self.matrix.index_digests.setdefault(ref, digest)
+        for ref, per_arch in variants.items():
+            for arch, variant in per_arch.items():
+                self.matrix.variants.setdefault(ref, {}).setdefault(arch, variant)
         with contextlib.suppress(Exception):
             from pytest_multiarch.host import binfmt
 
@@ -256,6 +309,19 @@ def cleanup_all_sessions() -> None:
     """Close every live session's runners (Ctrl-C path)."""
     for state in list(_LIVE_STATES):
         state.close()
+
+
+def _cpu_name() -> str | None:
+    """This machine's CPU model as the kernel names it (x86 ``model name``, others vary)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu model", "cpu", "Model") and value.strip():
+            return value.strip()
+    return None
 
 
 def _host_of(url: str) -> str:

@@ -53,7 +53,8 @@ def test_json_report(suite: pytest.Pytester, tmp_path: Path) -> None:
     target = tmp_path / "new" / "dir" / "report.json"
     suite.runpytest("--arch=amd64,arm64", f"--multiarch-report={target}")
     doc = json.loads(target.read_text())
-    assert doc["format"] == 1
+    assert doc["format"] == 2
+    assert doc["schema"] == "pytest-multiarch-report"
     assert doc["archs"]["arm64"]["how"] == "emulated"
     assert doc["archs"]["amd64"]["totals"] == {"passed": 3, "xfailed": 1}
     checks = {c["test"]: c for c in doc["images"]["(tests)"]["arm64"]["checks"]}
