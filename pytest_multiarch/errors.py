@@ -113,3 +113,7 @@ class RunTimeout(RunnerError):
 
 class UnsafeLayerError(MultiarchError):
     """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
+
+
+class ShardError(UsageError):
+    """A file given to ``pytest-multiarch merge`` is not a readable shard of this schema."""

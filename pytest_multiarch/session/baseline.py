@@ -137,14 +137,42 @@ def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def snapshot_of_report(document: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot from a report document (a merged one, say), like :func:`snapshot` of a run.
+
+    Index platform lists are not in reports; the comparison then skips added/dropped platforms.
+    """
+    images: dict[str, Any] = {}
+    for ref, per_arch in document.get("variants", {}).items():
+        entry = images.setdefault(ref, {"platforms": [], "variants": {}})
+        for arch, variant in per_arch.items():
+            entry["variants"][arch] = {"digest": variant.get("digest"),
+                                       "config": variant.get("config"),
+                                       "layers": list(variant.get("layers") or []),
+                                       "outcomes": {}}
+    for ref, per_arch in document.get("images", {}).items():
+        entry = images.setdefault(ref, {"platforms": [], "variants": {}})
+        for arch, found in per_arch.items():
+            variant = entry["variants"].setdefault(
+                arch, {"digest": found.get("digest"), "config": None, "layers": [],
+                       "outcomes": {}})
+            for check in found.get("checks", []):
+                variant["outcomes"][check["test"]] = check["outcome"]
+    return {"format": BASELINE_FORMAT, "images": images}
+
+
 def update_baseline(state: State, document: dict[str, Any]) -> list[str]:
     """Compare this run with the baseline, write the new one; return the summary lines."""
     del document
     path = state.cfg.baseline_path
     assert path is not None
+    return update_baseline_file(path, snapshot(state))
+
+
+def update_baseline_file(path: Path, new: dict[str, Any]) -> list[str]:
+    """Compare snapshot *new* with the baseline at *path*, write the merged baseline there."""
     old, problem = load_baseline(path)
     lines = [f"multiarch baseline: {problem}"] if problem else []
-    new = snapshot(state)
     if old is not None:
         changes = compare(old, new)
         lines.append(f"multiarch baseline: compared with {path}: "

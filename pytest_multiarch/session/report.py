@@ -202,7 +202,7 @@ class Matrix:
     def _arch_json(self, arch: str, totals: dict[str, int]) -> dict[str, Any]:
         line = self.arch_lines.get(arch)
         run = {"mode": _mode_of(self._how(arch)), "host": None, "machine": None, "cpu": None,
-               "qemu": None, "cpu_model": None}
+               "qemu": None, "cpu_model": None}  # cpu_model: the QEMU_CPU model, if one is set
         if line is not None:
             run.update(line.run)
         return {

@@ -102,8 +102,10 @@ class State:
             return {"host": _host_of(host_url), "machine": plat.architecture, "cpu": None}
         facts: dict[str, Any] = {"host": _platform.node(), "machine": _platform.machine(),
                                  "cpu": _cpu_name()}
-        if plat != Platform.host():
+        if plat != Platform.host():  # the CPU is qemu's model, not the host's
             from pytest_multiarch.host import binfmt
+
+            facts["host_cpu"], facts["cpu"] = facts["cpu"], None
 
             with contextlib.suppress(Exception):
                 facts["qemu"] = binfmt.qemu_version(plat)
