@@ -87,7 +87,7 @@ class State:
             self._status[plat] = self._compute_status(plat)
             line = self.matrix.line(plat.arch_name)
             line.how = self._status[plat].how
-            line.run = self._run_facts(plat)
+            line.run = {**self._run_facts(plat), **line.run}  # a runner already said which
         return self._status[plat]
 
     def _run_facts(self, plat: Platform) -> dict[str, Any]:
@@ -99,9 +99,10 @@ class State:
 
         host_url = self.cfg.arch_hosts.get(plat)
         if host_url is not None:  # the remote engine's CPU is not visible through its API
-            return {"host": _host_of(host_url), "machine": plat.architecture, "cpu": None}
+            return {"host": _host_of(host_url), "machine": plat.architecture, "cpu": None,
+                    "runner": "remote engine"}
         facts: dict[str, Any] = {"host": _platform.node(), "machine": _platform.machine(),
-                                 "cpu": _cpu_name()}
+                                 "cpu": _cpu_name(), "runner": self.cfg.engine.value}
         if plat != Platform.host():  # the CPU is qemu's model, not the host's
             from pytest_multiarch.host import binfmt
 
@@ -198,6 +199,8 @@ class State:
                 self._runners[plat] = runner
                 with contextlib.suppress(Exception):
                     self.matrix.line(plat.arch_name).how = runner.describe()
+                # which runner, not just the engine option (auto may land on rootfs)
+                self.matrix.line(plat.arch_name).run["runner"] = type(runner).__name__
             return runner
 
     def set_emulation_factor(self, plat: Platform, factor: float) -> None:

@@ -96,7 +96,9 @@ class SSHTunnel:
             if identity is None and entry.get("identityfile"):
                 identity = Path(entry["identityfile"][0])
             if known_hosts is None and entry.get("userknownhostsfile"):
-                known_hosts = Path(entry["userknownhostsfile"].split()[0])
+                # ssh_config lists several files and writes ~ for home: take the first that exists
+                listed = [Path(p).expanduser() for p in entry["userknownhostsfile"].split()]
+                known_hosts = next((p for p in listed if p.exists()), listed[0])
         client = paramiko.SSHClient()
         client.load_system_host_keys()
         if known_hosts is not None:
