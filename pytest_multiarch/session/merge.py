@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_multiarch.checks.rest import Answer, Comparison, compare_answers
+from pytest_multiarch.checks.answers import Answer, Comparison, compare_answers
 from pytest_multiarch.errors import ShardError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.session.report import ArchInfoLine, Matrix, Outcome

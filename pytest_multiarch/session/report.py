@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import platform as _platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,10 @@ class Outcome:
     message: str | None = None
     image: str | None = None
     digest: str | None = None
+
+
+#: Outcome fields a report's check entry holds (arch and image are its keys there).
+_CHECK_FIELDS = tuple(f.name for f in fields(Outcome) if f.name not in ("arch", "image"))
 
 
 @dataclass(slots=True)
@@ -176,9 +180,8 @@ class Matrix:
             )
             if o.digest and not per_arch["digest"]:
                 per_arch["digest"] = o.digest
-            per_arch["checks"].append(
-                {k: v for k, v in asdict(o).items() if k not in ("arch", "image")}
-            )
+            # getattr, not dataclasses.asdict: asdict deep-copies and was 85% of a merge's time
+            per_arch["checks"].append({k: getattr(o, k) for k in _CHECK_FIELDS})
         totals = self.totals()
         rest: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for (test, arch), answers in self.rest.items():
