@@ -147,8 +147,15 @@ def _index_digests(shards: Sequence[Shard]) -> tuple[dict[str, str], list[str]]:
         tested = " and as ".join(f"{d} by {', '.join(who)}" for d, who in digests.items())
         problems.append(f"image {ref} was tested as {tested}: the reference moved between the "
                         "jobs, so the matrix would describe different images; pin one digest "
-                        f"({ref.split('@')[0]}@sha256:…) in every job")
+                        f"({_repository(ref)}@sha256:…) in every job")
     return agreed, problems
+
+
+def _repository(ref: str) -> str:
+    """*ref* without tag or digest (a registry port is not a tag)."""
+    name = ref.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
 def _add_shard(matrix: Matrix, shard: Shard) -> None:

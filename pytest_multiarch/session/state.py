@@ -284,6 +284,9 @@ class State:
         extra: dict[str, Any] = {"session": self.session_id,
                                  "engine": self.cfg.engine.value,
                                  "exitstatus": self.exitstatus}
+        for plat in self.archs:  # an xdist controller (or a quiet run) never asked before
+            with contextlib.suppress(Exception):
+                self.status(plat)
         indexes, variants = self.image_facts()  # this process's; xdist workers' came by report
         for ref, digest in indexes.items():
             self.matrix.index_digests.setdefault(ref, digest)
