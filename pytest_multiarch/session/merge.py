@@ -216,25 +216,31 @@ def _not_run(shards: Sequence[Shard]) -> list[str]:
 
 
 def _compare_rest(shards: Sequence[Shard], reference: str) -> list[Comparison]:
-    """Per test and record position, every arch's answer against the reference arch's."""
-    by_test: dict[str, dict[str, list[Answer]]] = {}
+    """Per test and request, every arch's answer against the reference arch's.
+
+    Answers pair up by request text and occurrence (the second ``GET /x`` of a test with the
+    second), so an arch whose test took another path is not compared with the wrong request.
+    """
+    by_test: dict[str, dict[str, dict[tuple[str, int], Answer]]] = {}
     for shard in shards:
         for test, per_arch in shard.document["rest"].items():
             for arch, records in per_arch.items():
-                try:
-                    answers = [Answer.from_json(r) for r in records]
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ShardError(f"shard {shard.name} is a damaged report: REST record of "
-                                     f"{test} on {arch}: {exc}; re-run that job") from None
-                by_test.setdefault(test, {})[arch] = answers
+                keyed: dict[tuple[str, int], Answer] = {}
+                for record in records:
+                    try:
+                        answer = Answer.from_json(record)
+                    except (KeyError, TypeError, ValueError) as exc:
+                        raise ShardError(f"shard {shard.name} is a damaged report: REST record "
+                                         f"of {test} on {arch}: {exc}; re-run that job") from None
+                    seen = sum(1 for request, _ in keyed if request == answer.request)
+                    keyed[answer.request, seen] = answer
+                by_test.setdefault(test, {})[arch] = keyed
     comparisons = []
     for per_arch in by_test.values():
-        if len(per_arch) < 2:
-            continue
         ref = reference if reference in per_arch else next(iter(per_arch))
-        for i in range(max(len(a) for a in per_arch.values())):
-            at = {arch: answers[i] for arch, answers in per_arch.items() if i < len(answers)}
-            if ref in at and len(at) > 1:
+        for key in per_arch[ref]:
+            at = {arch: answers[key] for arch, answers in per_arch.items() if key in answers}
+            if len(at) > 1:
                 comparisons.append(compare_answers(at, ref))
     return comparisons
 

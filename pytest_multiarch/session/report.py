@@ -166,8 +166,9 @@ class Matrix:
                 f", emulation factor {info.emulation_factor:.1f}x"
                 if info.emulation_factor is not None else ""
             )
+            shard = f" [shard {info.run['shard']}]" if info.run.get("shard") else ""
             lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
-                         "(setup, call and teardown)")
+                         f"(setup, call and teardown){shard}")
         return lines
 
     def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -108,3 +108,30 @@ def test_the_merge_command_loads_no_pytest_requests_or_docker() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_recorded_answers_pair_by_request_and_floats_compare_bit_exact(tmp_path: Path) -> None:
+    from pytest_multiarch.checks.answers import Answer
+
+    json_type = {"Content-Type": "application/json"}
+    docs = {
+        "amd64": [Answer("GET /a", 200, json_type, '{"p": 0.3}')],
+        # arm64's test asked something else first: pairing by position would compare /b with /a
+        "arm64": [Answer("GET /b", 404, json_type, "{}"),
+                  Answer("GET /a", 200, json_type, '{"p": 0.30000000000000004}')],
+    }
+    shards = []
+    for arch, answers in docs.items():
+        matrix = Matrix([arch])
+        matrix.add(Outcome("t::rest", arch, "passed"))
+        matrix.collected[arch] = ["t::rest"]
+        matrix.rest["t::rest", arch] = [a.to_json() for a in answers]
+        path = tmp_path / f"{arch}.json"
+        path.write_text(json.dumps(matrix.to_json({"exitstatus": 0})))
+        shards.append(load_shard(path))
+    result = merge_shards(shards, reference_arch="amd64")
+    assert [c.request for c in result.comparisons] == ["GET /a"]
+    assert result.problems == (
+        "GET /a answers differently than on amd64 (reference) on arm64\n"
+        "  arm64: $.p: 0.30000000000000004 (on amd64: 0.3)",
+    )
