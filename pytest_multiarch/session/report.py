@@ -247,6 +247,14 @@ def _fmt_totals(counts: dict[str, int]) -> str:
     return ", ".join(parts) or "0"
 
 
+#: Above this size a document is written unindented: ``indent`` switches json to its pure-Python
+#: encoder, seconds for a 5-shard x 2,000-test merged report (measured by bench_merge.py).
+PRETTY_LIMIT = 1 << 20
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     """Write atomically; create the parent directory. Raises OSError with the path in it."""
-    write_atomic(path, json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+    text = json.dumps(document, sort_keys=True, default=str)
+    if len(text) < PRETTY_LIMIT:
+        text = json.dumps(document, indent=2, sort_keys=True, default=str)
+    write_atomic(path, text + "\n")
