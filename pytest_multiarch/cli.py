@@ -118,7 +118,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _write_outputs(args: argparse.Namespace, result: object) -> None:
-    from pytest_multiarch.session.baseline import snapshot_of_report, update_baseline_file
+    from pytest_multiarch.session.baseline import snapshot_of_report, update_baseline
     from pytest_multiarch.session.merge import MergeResult
     from pytest_multiarch.session.report import write_json
     from pytest_multiarch.session.summary import append_markdown, markdown, write_junit
@@ -145,6 +145,6 @@ def _write_outputs(args: argparse.Namespace, result: object) -> None:
         what, where = targets[-1]
         raise MultiarchError(f"cannot write the {what} {where}: {exc.strerror}") from None
     if args.multiarch_baseline is not None:
-        for line in update_baseline_file(args.multiarch_baseline,
+        for line in update_baseline(args.multiarch_baseline,
                                          snapshot_of_report(result.document)):
             print(line)

@@ -9,7 +9,6 @@ other ``--dist`` mode is respected.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -33,10 +32,8 @@ def arch_of_nodeid(nodeid: str, arch_names: frozenset[str]) -> str | None:
 class XdistSupport:
     """Registered by the plugin only when xdist is active."""
 
-    def __init__(self, state: State,
-                 row_of: Callable[[str, frozenset[str]], tuple[str, str] | None]) -> None:
+    def __init__(self, state: State) -> None:
         self.state = state
-        self.row_of = row_of  # handed in: importing the plugin package from here is a cycle
         self.arch_names = frozenset(p.arch_name for p in state.archs)
         self._collected = False
 
@@ -45,7 +42,9 @@ class XdistSupport:
         if self._collected:
             return
         self._collected = True
-        rows = [self.row_of(nodeid, self.arch_names) for nodeid in ids]
+        from pytest_multiarch.plugin.session import row_of_nodeid
+
+        rows = [row_of_nodeid(nodeid, self.arch_names) for nodeid in ids]
         self.state.record_collection([r for r in rows if r is not None], [])
 
     @pytest.hookimpl(tryfirst=True)
