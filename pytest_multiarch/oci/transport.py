@@ -4,10 +4,11 @@ challenges and tokens scoped per repository, retries, deadlines and caps on what
 Bounds, because a gate talks to registries it does not control:
 
 - every exchange (connect, headers, body) has an overall **deadline**, enforced by a watchdog that
-  shuts the socket down: a per-read timeout alone lets a server that sends one byte every two
-  seconds hold a gate for ever.  Streamed blobs get ``deadline + size / min_rate``;
-- bodies read for a message (error details) are capped at :data:`MAX_DETAIL_BYTES`, token
-  responses at :data:`MAX_TOKEN_BYTES`, JSON documents by their caller (manifests: 4 MiB);
+  shuts the socket down (:mod:`.deadline`): a per-read timeout alone lets a server that sends
+  one byte every two seconds hold a gate for ever.  Streamed blobs get
+  ``deadline + size / min_rate``;
+- bodies read for a message (error details) are capped at 4 KiB, token responses at 64 KiB
+  (:mod:`.bodies`), JSON documents by their caller (manifests: 4 MiB);
 - 429/5xx are retried ``max_retries`` times with a capped ``Retry-After``; nothing else is.
 
 Credentials come from a lookup function (:mod:`pytest_multiarch.oci.auth`), are held as
@@ -21,25 +22,17 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import ipaddress
-import json
 import logging
 import re
-import socket
-import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InsecureRequestWarning
 
-from pytest_multiarch._secret import Secret
 from pytest_multiarch.errors import (
     AuthenticationError,
     NotFoundError,
@@ -53,16 +46,16 @@ from pytest_multiarch.oci.auth import (
     basic_auth,
     parse_challenges,
 )
+from pytest_multiarch.oci.bodies import error_detail, read_token
 from pytest_multiarch.oci.content import CHUNK
+from pytest_multiarch.oci.deadline import Deadline, DeadlineAdapter
 from pytest_multiarch.oci.reference import Reference
 
-__all__ = ["MAX_DETAIL_BYTES", "MAX_TOKEN_BYTES", "RequestStats", "Transport", "is_loopback"]
+__all__ = ["RequestStats", "Transport", "is_loopback"]
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "pytest-multiarch"
-MAX_DETAIL_BYTES = 4096  # of an error body, for its ``errors[0]`` code and message
-MAX_TOKEN_BYTES = 64 * 1024  # a JWT with many scopes is a few KiB
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 CredentialLookup = Callable[[str, bool], "Credentials | None"]
@@ -105,88 +98,6 @@ def _strip_port(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-# -- the deadline watchdog ----------------------------------------------------------------------
-
-_current = threading.local()  # the Deadline of the exchange this thread is in
-
-
-class Deadline:
-    """Shuts down the socket of the exchange it watches when *seconds* have passed."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self._conn: HTTPConnection | None = None
-        self._done = False
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def watch(self, conn: HTTPConnection) -> None:
-        with self._lock:
-            self._conn = conn
-            if self.expired:
-                self._shutdown(conn)
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._done:  # the exchange ended as the timer fired: its connection is not ours
-                return
-            self.expired = True
-            if self._conn is not None:
-                self._shutdown(self._conn)
-
-    @staticmethod
-    def _shutdown(conn: HTTPConnection) -> None:
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv() in the other thread
-
-    def __enter__(self) -> Deadline:
-        self._timer.start()
-        _current.deadline = self
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._done, self._conn = True, None
-        _current.deadline = None
-
-
-class _Watched:
-    """Mixin: a connection registers with the thread's :class:`Deadline` when it sends."""
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        deadline: Deadline | None = getattr(_current, "deadline", None)
-        if deadline is not None:
-            deadline.watch(self)  # type: ignore[arg-type]
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-
-class _HTTPConnection(_Watched, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Watched, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
 # -- the transport --------------------------------------------------------------------------------
 
 
@@ -222,7 +133,7 @@ class Transport:
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
         for prefix in ("http://", "https://"):
-            self._session.mount(prefix, _DeadlineAdapter())
+            self._session.mount(prefix, DeadlineAdapter())
         self._schemes: dict[str, str] = {}
         self._auth: dict[tuple[str, str], HeaderAuth] = {}
         # The deadline of each open response, for reads of its body (which may happen after
@@ -411,7 +322,7 @@ class Transport:
         elapsed: float, authenticated: bool, deadline: Deadline,
     ) -> RegistryError:
         status = resp.status_code
-        detail = _error_detail(resp, deadline)
+        detail = error_detail(resp, deadline)
         host = ref.api_host
         if status == 404:
             return NotFoundError(
@@ -500,7 +411,7 @@ class Transport:
                     )
                 if status >= 400:
                     raise RegistryError(f"{what}: token endpoint {realm} answered HTTP {status}")
-                token, problem = _read_token(resp, deadline)
+                token, problem = read_token(resp, deadline)
         if token is None:
             raise AuthenticationError(f"{what}: token endpoint {realm} {problem}")
         return token
@@ -518,65 +429,6 @@ class Transport:
             realm, params=params, auth=basic_auth(creds) if creds else None,
             timeout=self.timeout, verify=verify, stream=True,
         )
-
-
-def _read_token(resp: requests.Response, deadline: Deadline) -> tuple[HeaderAuth | None, str]:
-    """The bearer token in *resp* and ``""``, or ``None`` and what is wrong.
-
-    Never raises: its locals hold the token, and a frame that raises into a test report shows
-    its locals under ``pytest -l``.  The caller raises, holding only the masked result.
-    """
-    body: Any = None
-    try:
-        raw = bytearray()
-        for chunk in resp.iter_content(CHUNK):
-            raw += chunk
-            if len(raw) > MAX_TOKEN_BYTES:
-                return None, f"sent more than {MAX_TOKEN_BYTES} bytes; not a token response"
-        body = json.loads(raw)
-        raw.clear()
-    except requests.RequestException:
-        if deadline.expired:
-            return None, f"did not finish answering within {deadline.seconds:g} s"
-        return None, "broke off the transfer of the token"
-    except (ValueError, RecursionError):
-        return None, "sent no JSON"
-    if not isinstance(body, dict):
-        return None, "sent JSON that is not an object"
-    value = body.get("token") or body.get("access_token")
-    expires_in = body.get("expires_in")
-    body = None
-    if not isinstance(value, str) or not value:
-        return None, "answered without 'token' or 'access_token'"
-    try:
-        lifetime = float(expires_in) if expires_in is not None else 60.0
-    except (TypeError, ValueError, OverflowError):
-        lifetime = 60.0  # Docker's default; an odd value must not end the run (or show the token)
-    if not lifetime == lifetime or lifetime <= 0:  # NaN or negative: the default
-        lifetime = 60.0
-    lifetime = min(lifetime, 86400.0)
-    # Renew a little early so a token cannot expire between check and use.
-    return HeaderAuth(Secret(f"Bearer {value}"),
-                      time.monotonic() + max(lifetime - 10, 1)), ""
-
-
-def _error_detail(resp: requests.Response, deadline: Deadline) -> str:
-    """`` CODE: message`` from a distribution error body (its first 4 KiB), if it has one."""
-    if resp.request is not None and resp.request.method == "HEAD":
-        return ""
-    raw = bytearray()
-    try:
-        for chunk in resp.iter_content(1024):
-            raw += chunk
-            if len(raw) >= MAX_DETAIL_BYTES:
-                break  # enough for a message; an endless body is not read on
-        errors = json.loads(raw).get("errors")
-        first = errors[0]
-        code, message = str(first.get("code", ""))[:60], str(first.get("message", ""))[:200]
-        return f" {code}: {message}" if message else f" {code}"
-    except (ValueError, AttributeError, TypeError, IndexError, KeyError, RecursionError,
-            requests.RequestException):
-        return ""
 
 
 def _is_certificate_error(exc: Exception) -> bool:

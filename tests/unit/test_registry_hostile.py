@@ -26,10 +26,10 @@ from pytest_multiarch.errors import (
     RegistryError,
     RegistryUnreachable,
 )
+from pytest_multiarch.oci.bodies import MAX_TOKEN_BYTES
 from pytest_multiarch.oci.content import MAX_MANIFEST_BYTES, OCI_INDEX
 from pytest_multiarch.oci.reference import Reference
 from pytest_multiarch.oci.registry import RegistryClient
-from pytest_multiarch.oci.transport import MAX_TOKEN_BYTES
 
 HANDLER_LIFETIME = 30.0
 Behaviour = Callable[[socket.socket, str, threading.Event], None]
