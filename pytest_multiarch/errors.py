@@ -122,3 +122,15 @@ class AuditFailed(MultiarchError):
 
 class UnsafeLayerError(MultiarchError):
     """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
+
+
+class ShardError(UsageError):
+    """A file given to ``pytest-multiarch merge`` is not a readable shard of this schema."""
+
+
+class RootfsTooLarge(MultiarchError):
+    """Unpacking a variant's layers would pass the unpack limits (bytes or entries)."""
+
+
+class CorruptLayer(MultiarchError):
+    """A layer is not a valid tar archive (in its compression): bad header, truncated stream."""

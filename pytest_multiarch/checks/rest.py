@@ -22,6 +22,13 @@ from typing import Any
 
 import requests
 
+from pytest_multiarch.checks.answers import (
+    Answer,
+    Comparison,
+    Difference,
+    compare_answers,
+    compare_responses,
+)
 from pytest_multiarch.checks.engine import (
     Engine,
     Started,
@@ -39,15 +46,14 @@ from pytest_multiarch.checks.mariadb import (
     Password,
     start_mariadb,
 )
-from pytest_multiarch.checks.responses import Comparison, Difference, compare_responses
 from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Deadline
 from pytest_multiarch.runners.docker.container import EngineContainer
 
-# Comparison, Difference and compare_responses live in .responses; importable from here too.
-__all__ = ["BaseUrlSession", "Comparison", "Difference", "RestFleet", "RestService",
-           "compare_responses", "rest_service"]
+# Re-exported: the comparison moved to checks.answers; callers import it from here as before.
+__all__ = ["Answer", "BaseUrlSession", "Comparison", "Difference", "RestFleet", "RestService",
+           "compare_answers", "compare_responses", "rest_service"]
 
 #: Native seconds for the service to answer its health probe with 200 (times the emulation factor).
 READY_TIMEOUT = 20.0
@@ -88,6 +94,8 @@ class RestService:
     health_path: str = "/healthz"
     ready_seconds: float = 0.0
     collected_logs: dict[str, str] = field(default_factory=dict)
+    #: answers normalized by :meth:`record`, in order; the plugin stores them in the report
+    recorded: list[Answer] = field(default_factory=list)
 
     @property
     def arch(self) -> str:
@@ -101,6 +109,14 @@ class RestService:
 
     def post(self, path: str, json: Any = None, **kwargs: Any) -> requests.Response:
         return self.session.post(path, json=json, **kwargs)
+
+    def record(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send the request and keep its normalized answer (status, Content-Type, body) for
+        ``pytest-multiarch merge``, which compares it with other machines' answers like
+        ``assert_same`` does. Returns the response."""
+        resp = self.session.request(method, path, **kwargs)
+        self.recorded.append(Answer.from_response(resp, f"{method.upper()} {path}"))
+        return resp
 
     def logs(self) -> dict[str, str]:
         """Current logs of the service and its database (name -> text)."""

@@ -1,7 +1,8 @@
-"""Comparing one request's answers across architectures: status, headers, JSON structurally.
+"""Answers of one service on several architectures, compared: status, named headers and the
+body (JSON structurally, floats bit-exact).
 
-Pure data over ``requests.Response`` objects; :mod:`.rest` asks the services, this says how the
-answers differ (floats by bit pattern, key order, list lengths) and names each differing arch.
+Split from :mod:`pytest_multiarch.checks.rest` so ``pytest-multiarch merge`` can compare answers
+recorded on other machines without loading ``requests`` or the container code.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import requests
 
 from pytest_multiarch.checks.errors import CheckError, ResponsesDiffer
 from pytest_multiarch.platforms import Platform
 
-__all__ = ["Comparison", "Difference", "compare_responses"]
+if TYPE_CHECKING:
+    import requests
 
 _MISSING = "<missing>"
 
@@ -87,6 +87,42 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer reduced to what the comparison reads: status, named headers, body text.
+
+    The body stays text (not parsed JSON) so that key order and float spelling survive a trip
+    through a JSON report unchanged.
+    """
+
+    request: str  # "GET /offerings"
+    status: int
+    headers: Mapping[str, str]
+    body: str
+
+    @classmethod
+    def from_response(cls, resp: requests.Response, request: str | None = None,
+                      headers: Sequence[str] = ("Content-Type",)) -> Answer:
+        if request is None:
+            request = (f"{resp.request.method} {urlsplit(resp.url).path}"
+                       if resp.request is not None else resp.url)
+        kept = {name: resp.headers[name] for name in headers if name in resp.headers}
+        return cls(request, resp.status_code, kept, resp.text)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request": self.request, "status": self.status, "headers": dict(self.headers),
+                "body": self.body}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Answer:
+        """Raises KeyError/TypeError/ValueError on a malformed record (the caller names it)."""
+        headers = data["headers"]
+        if not isinstance(headers, dict) or not isinstance(data["body"], str):
+            raise TypeError("headers must be an object and body a string")
+        return cls(str(data["request"]), int(data["status"]),
+                   {str(k): str(v) for k, v in headers.items()}, data["body"])
+
+
 def compare_responses(
     responses: Mapping[str, requests.Response] | Mapping[Platform, requests.Response],
     reference_arch: str | Platform,
@@ -98,44 +134,53 @@ def compare_responses(
     """Compare every arch's answer with ``reference_arch``'s: status, the named headers and the body
     (JSON structurally: keys, key order, list lengths, value types and values; floats exactly, so
     ``-0.0`` differs from ``0.0``).  ``ignore`` lists JSON paths (``"$[0].created_at"``) to skip."""
-    by_arch = {_arch_key(k): v for k, v in responses.items()}
+    answers = {_arch_key(k): Answer.from_response(v, headers=headers)
+               for k, v in responses.items()}
+    return compare_answers(answers, reference_arch, headers=headers, ignore=ignore,
+                           max_differences=max_differences)
+
+
+def compare_answers(
+    answers: Mapping[str, Answer],
+    reference_arch: str | Platform,
+    *,
+    headers: Sequence[str] = ("Content-Type",),
+    ignore: Sequence[str] = (),
+    max_differences: int = 20,
+) -> Comparison:
+    """:func:`compare_responses` on normalized answers (from this process or from reports)."""
     ref_key = _arch_key(reference_arch)
-    if ref_key not in by_arch:
+    if ref_key not in answers:
         raise CheckError(
-            f"no response from reference arch {ref_key}; responses came from {', '.join(by_arch)}"
+            f"no response from reference arch {ref_key}; responses came from {', '.join(answers)}"
         )
-    ref = by_arch[ref_key]
-    request = (
-        f"{ref.request.method} {urlsplit(ref.url).path}" if ref.request is not None else ref.url
-    )
+    ref = answers[ref_key]
     differences: dict[str, tuple[Difference, ...]] = {}
-    for arch, resp in by_arch.items():
+    for arch, resp in answers.items():
         if arch == ref_key:
             continue
         found: list[Difference] = []
-        if resp.status_code != ref.status_code:
-            found.append(Difference("status", ref.status_code, resp.status_code))
+        if resp.status != ref.status:
+            found.append(Difference("status", ref.status, resp.status))
         for name in headers:
             want, got = ref.headers.get(name, _MISSING), resp.headers.get(name, _MISSING)
             if want != got:
                 found.append(Difference(f"header {name}", want, got))
         _diff_bodies(ref, resp, found, set(ignore))
         differences[arch] = tuple(found[:max_differences])
-    return Comparison(request, ref_key, differences)
+    return Comparison(ref.request, ref_key, differences)
 
 
 def _arch_key(key: str | Platform) -> str:
     return key.architecture if isinstance(key, Platform) else str(key)
 
 
-def _diff_bodies(
-    ref: requests.Response, resp: requests.Response, out: list[Difference], ignore: set[str]
-) -> None:
+def _diff_bodies(ref: Answer, resp: Answer, out: list[Difference], ignore: set[str]) -> None:
     try:
-        want, got = ref.json(), resp.json()
+        want, got = json.loads(ref.body), json.loads(resp.body)
     except ValueError:
-        if ref.content != resp.content:
-            out.append(Difference("body", ref.text[:200], resp.text[:200]))
+        if ref.body != resp.body:
+            out.append(Difference("body", ref.body[:200], resp.body[:200]))
         return
     _diff_json(want, got, "$", out, ignore)
 
