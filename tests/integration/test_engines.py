@@ -448,7 +448,8 @@ class FakeState:
         self.cfg = SimpleNamespace(arch_hosts={}, engine=SimpleNamespace(value=engine,
                                                                           source="option"),
                                    mem_limit="256m", cache_dir=None,
-                                   run_timeout=SimpleNamespace(value=300.0, source="default"))
+                                   run_timeout=SimpleNamespace(value=300.0, source="default"),
+                                   unpack_max_bytes=None, unpack_max_files=None)
         self.session_id = f"default-{engine}-{os.getpid()}"
         from pytest_multiarch.runners.factory import EngineSelection
 
