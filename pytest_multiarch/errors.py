@@ -113,3 +113,17 @@ class RunTimeout(RunnerError):
 
 class UnsafeLayerError(MultiarchError):
     """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
+
+
+class NotATestcontainer(UsageError):
+    """``multiarch_testcontainer`` was given something that is not a testcontainers container."""
+
+
+class TestcontainerAlreadyStarted(UsageError):
+    """``multiarch_testcontainer`` was given a container that is already running."""
+
+    __test__ = False  # pytest: not a test class despite the name
+
+
+class MultiarchWarning(UserWarning):
+    """Something asked for could not be honoured on this arch; the message says what instead."""

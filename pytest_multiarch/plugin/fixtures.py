@@ -34,6 +34,7 @@ __all__ = [
     "multiarch_run",
     "multiarch_runner",
     "multiarch_shared_container",
+    "multiarch_testcontainer",
 ]
 
 
@@ -199,6 +200,39 @@ def multiarch_shared_container(
             return cache[key]
 
         yield shared
+
+
+@pytest.fixture
+def multiarch_testcontainer(
+    request: pytest.FixtureRequest, arch: Platform
+) -> Iterator[Callable[[Any], Any]]:
+    """``multiarch_testcontainer(container)``: a testcontainers container bound to this arch.
+
+    Give it an unstarted ``DockerContainer(ref)`` (or a module class such as ``MySqlContainer``);
+    it comes back with the arch's variant by digest, the platform, the memory limit, the session
+    labels, an init under emulation and readiness timeouts scaled by the emulation factor.  Start
+    it as before (``with ... as c:``); it is removed after the test at the latest.
+    """
+    from pytest_multiarch.checks import testcontainers as tc
+    from pytest_multiarch.session.images import bind_testcontainer
+
+    plat = _require_arch(arch)
+    state = get_state(request.config)
+    nodeid = request.node.nodeid
+    bound: list[Any] = []
+
+    def bind(container: Any) -> Any:
+        result = bind_testcontainer(state, container, plat)
+        state.digests[nodeid] = getattr(result, tc.BOUND_ATTR).digest
+        bound.append(result)
+        state.add_log_source(nodeid, lambda: tc.logs(result))
+        return result
+
+    try:
+        yield bind
+    finally:
+        for container in reversed(bound):
+            tc.remove(container)
 
 
 def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:

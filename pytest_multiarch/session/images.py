@@ -234,3 +234,54 @@ def gate_smoke(state: State, text: str, plat: Platform) -> str:
 
 #: Native seconds the smoke check's command may take before it fails as RunTimeout.
 SMOKE_TIMEOUT = 30.0
+
+
+# -- testcontainers ----------------------------------------------------------------------------
+
+
+def qemu_cpu_for(state: State, plat: Platform) -> str | None:
+    """The CPU model qemu-user emulates for *plat* in this session (``QEMU_CPU``), if one is set.
+
+    The one place a session's CPU model reaches containers started outside our runners
+    (testcontainers) and the pytest-html ``ran`` column; None means qemu's default model.
+    """
+    models = getattr(state.cfg, "cpu_models", None)  # filled by --multiarch-cpu, when present
+    if isinstance(models, dict):
+        model = models.get(plat) or models.get(plat.arch_name)
+        return str(model) if model else None
+    return None
+
+
+def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:
+    """*container* (an unstarted testcontainers container) rewritten to run *plat*'s variant of
+    its image by digest on *plat*'s engine; see :mod:`pytest_multiarch.checks.testcontainers`.
+
+    Raises NotATestcontainer / TestcontainerAlreadyStarted for bad input, PlatformNotInIndex when
+    the image has no variant for *plat*.
+    """
+    from pytest_multiarch.checks import testcontainers as tc
+
+    tc.check_container(container)
+    ref = str(container.image)
+    resolved = resolve_variant(state, ref, plat)
+    client = engine_client(state, plat, "multiarch_testcontainer")
+    runner: Any = state.runner(plat)
+    # Pulled by us, with the platform, and checked to be of it: testcontainers would pull
+    # without a platform, and the engine's copy is verified here either way.
+    runner.ensure_image(resolved.pinned, plat)
+    emulated = bool(runner.is_emulated(plat))
+    url = getattr(runner, "url", None)
+    remote_host = None
+    if url and not str(url).startswith("unix:"):
+        from urllib.parse import urlsplit
+
+        remote_host = urlsplit(str(url)).hostname
+    ulimits = getattr(runner, "ulimits", None)
+    binding = tc.Binding(
+        image=resolved.pinned, digest=resolved.digest, platform=plat, emulated=emulated,
+        mem_limit=state.cfg.mem_limit, labels=runner.session.labels(),
+        timeout_factor=emulation_factor(state, ref, plat) if emulated else 1.0,
+        qemu_cpu=qemu_cpu_for(state, plat), ulimits=tuple(ulimits) if ulimits is not None else None,
+        client=client, host=remote_host, where=str(runner.describe(plat)),
+    )
+    return tc.bind(container, binding)
