@@ -116,3 +116,41 @@ def test_baseline_reports_regressions_and_survives_bad_files(
     fourth = pytester.runpytest("--arch=amd64", f"--multiarch-baseline={baseline}")
     fourth.stdout.fnmatch_lines(["multiarch baseline: baseline * has format 0*"])
     assert json.loads(baseline.read_text())["format"] == 1
+
+
+LONG_NAMES = """
+import pytest
+
+@pytest.mark.parametrize("mode", ["mid-workload"])
+def test_data_survives_a_restart_of_the_replica_while_the_primary_writes(arch, mode):
+    pass
+
+def test_ok(arch):
+    assert arch.architecture != "s390x", "differs"
+"""
+
+
+@pytest.mark.parametrize("columns", [60, 100])
+def test_matrix_fits_the_terminal_and_keeps_start_and_parameter(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    pytester.makepyfile(test_long_names=LONG_NAMES)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = pytester.runpytest("--arch=amd64,arm64,s390x")
+    result.assert_outcomes(passed=5, failed=1)
+    lines = result.stdout.lines
+    start = lines.index(next(x for x in lines if "multiarch matrix" in x)) + 1
+    matrix = [x for x in lines[start:] if x and not x.startswith(("=", "FAILED"))]
+    assert len(matrix) >= 8, matrix
+    too_wide = [x for x in matrix if len(x) > columns]
+    assert not too_wide, too_wide
+    labels = [x.split(" | ")[0].rstrip() for x in matrix if " | " in x][1:-1]
+    # One rule: every row keeps its start; a cut one keeps its parameter at the end.
+    prefix = "test_long_names.py" if columns >= 100 else "test_"
+    assert all(label.startswith(prefix) for label in labels), labels
+    long = next(label for label in labels if "[" in label)
+    assert long.endswith("[mid-workload]")
+    if columns == 60:
+        assert "…" in long
+    assert any(label.endswith("::test_ok") for label in labels), labels
+    assert any("| FAIL" in x for x in matrix), matrix
