@@ -285,3 +285,22 @@ def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:
         client=client, host=remote_host, where=str(runner.describe(plat)),
     )
     return tc.bind(container, binding)
+
+
+def ran_description(state: State, arch: str) -> str:
+    """How *arch* ran, for a report column: ``native on HOST``, ``emulated on qemu 7.2.17, CPU
+    cortex-a72`` (``default CPU`` when the session sets no model), or why it could not run."""
+    import platform as _platform
+
+    from pytest_multiarch.host import binfmt
+
+    how = state.matrix.line(arch).how
+    if how == "native":
+        return f"native on {_platform.node()}"
+    if not how.startswith("emulated"):
+        return how  # "native on HOST" of a remote engine, "unavailable: …"
+    plat = Platform.parse(arch)
+    version = (binfmt.qemu_version(plat) or "").split(" ", 1)[0]
+    cpu = qemu_cpu_for(state, plat)
+    qemu = f"qemu {version}" if version else "qemu"
+    return f"emulated on {qemu}, {'CPU ' + cpu if cpu else 'default CPU'}"

@@ -118,10 +118,11 @@ class Matrix:
         }
         # Columns give way first, down to an even share of what leaves the labels two fifths of
         # the width (MIN_LABEL at least), but never below their arch name or "ERROR".
-        min_label = max(MIN_LABEL, width * 2 // 5)
-        fair = (width - min_label) // max(1, len(archs)) - 3
-        col = {a: min(w, max(len(a), len("ERROR"), fair)) for a, w in col.items()}
         name_width = max(len("test"), *(len(t) for t in tests))
+        if name_width + sum(col.values()) + 3 * len(archs) > width:
+            min_label = min(name_width, max(MIN_LABEL, width * 2 // 5))
+            fair = (width - min_label) // max(1, len(archs)) - 3
+            col = {a: min(w, max(len(a), len("ERROR"), fair)) for a, w in col.items()}
         budget = max(min(MIN_LABEL, name_width), width - sum(col.values()) - 3 * len(archs))
         name_width = min(name_width, budget)
 

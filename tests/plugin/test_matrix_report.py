@@ -154,3 +154,14 @@ def test_matrix_fits_the_terminal_and_keeps_start_and_parameter(
         assert "…" in long
     assert any(label.endswith("::test_ok") for label in labels), labels
     assert any("| FAIL" in x for x in matrix), matrix
+
+
+def test_html_columns_only_with_pytest_html(pytester: pytest.Pytester) -> None:
+    """pytest-html loaded: our columns are registered; absent (-p no:html): no error, none."""
+    with_html = pytester.parseconfigure("--arch=amd64")
+    assert with_html.pluginmanager.get_plugin("multiarch-html") is not None
+    without = pytester.parseconfigure("--arch=amd64", "-p", "no:html")
+    assert without.pluginmanager.get_plugin("multiarch-html") is None
+    pytester.makepyfile(test_x="def test_ok(arch):\n    pass\n")
+    result = pytester.runpytest("--arch=amd64", "-p", "no:html")
+    result.assert_outcomes(passed=1)
