@@ -112,7 +112,8 @@ def _engine_runner(state: _State, choice: EngineChoice, platform: Platform, sess
         with _LOCK:
             service = _SERVICES.get(state)
             if service is None:
-                service = _SERVICES[state] = PodmanService()
+                service = _SERVICES[state] = PodmanService(
+                    insecure_registries=state.cfg.insecure_registries)
         url = service.acquire()
     try:
         runner = EngineRunner(url, platform=platform, session=session,
