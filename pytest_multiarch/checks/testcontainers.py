@@ -33,6 +33,9 @@ from pytest_multiarch.platforms import Platform
 
 _ryuk_said = False
 
+#: Logs of a container whose start failed (it is gone by the time the report is made).
+LOGS_ATTR = "_pytest_multiarch_logs"
+
 #: Set on a bound container so a second bind (or a shared fixture) does not scale twice.
 BOUND_ATTR = "_pytest_multiarch_binding"
 
@@ -121,6 +124,7 @@ def bind(container: Any, binding: Binding) -> Any:
         container.get_container_host_ip = lambda: host
     _scale_wait_strategy(container, binding.timeout_factor)
     container.start = _bound_start(container, binding)
+    container.stop = _keeping_logs(container)
     setattr(container, BOUND_ATTR, binding)
     for note in said:
         warnings.warn(
@@ -183,10 +187,30 @@ def _bound_start(container: Any, binding: Binding) -> Callable[[], Any]:
 
     def start() -> Any:
         with _scaled_global_timeout(binding.timeout_factor), _ryuk_if_available(binding):
-            original()
+            try:
+                original()
+            except BaseException:
+                # `with container:` removes a container whose start failed before the test's
+                # report is made: keep its logs for that report now.
+                with contextlib.suppress(Exception):
+                    setattr(container, LOGS_ATTR, logs(container))
+                raise
         return container
 
     return start
+
+
+def _keeping_logs(container: Any) -> Callable[..., None]:
+    """``stop()`` that keeps the logs first: `with container:` removes the container as the
+    test's exception passes, before the report that shows them is made."""
+    original = type(container).stop.__get__(container)
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(Exception):
+            setattr(container, LOGS_ATTR, logs(container))
+        original(*args, **kwargs)
+
+    return stop
 
 
 @contextlib.contextmanager
@@ -268,7 +292,11 @@ def remove(container: Any) -> None:
 def logs(container: Any) -> dict[str, str]:
     """``{name: logs}`` of a started container, for the report of a failed test."""
     created = getattr(container, "_container", None)
+    kept: dict[str, str] = getattr(container, LOGS_ATTR, None) or {}
     if created is None:
-        return {}
-    raw = created.logs()
+        return kept
+    try:
+        raw = created.logs()
+    except Exception:  # removed already (the user's stop()): what was kept, if anything
+        return kept
     return {str(created.name): raw.decode(errors="replace") if isinstance(raw, bytes) else raw}
