@@ -221,3 +221,36 @@ def test_mysql_module_per_arch(pytester: pytest.Pytester, testbed: Testbed) -> N
     source, ref = open_source(DB_IMAGE, client=client)
     for arch, (_, image) in seen.items():
         assert image == f"{repository}@{resolve(source, ref, Platform.parse(arch)).digest}"
+
+
+REMOTE_TESTS = '''
+import urllib.request
+
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+
+def test_on_the_arch_host(multiarch_testcontainer):
+    app = multiarch_testcontainer(
+        DockerContainer({good!r})
+        .with_command(["sh", "-c", "echo serving; exec httpd -f -p 8080 -h /etc"])
+        .with_exposed_ports(8080)
+        .waiting_for(LogMessageWaitStrategy("serving"))
+    )
+    with app:
+        # created through the --arch-host engine's client, reached at that host's address
+        assert app.get_docker_client().client.api.base_url == "http://127.0.0.1:2375"
+        url = f"http://{{app.get_container_host_ip()}}:{{app.get_exposed_port(8080)}}/passwd"
+        assert b"root:" in urllib.request.urlopen(url, timeout=30).read()
+'''
+
+
+def test_runs_on_the_arch_host_engine(pytester: pytest.Pytester, testbed: Testbed) -> None:
+    """``--arch-host``: the container is created on that engine, not testcontainers' default."""
+    pytester.makepyfile(test_remote=REMOTE_TESTS.format(good=testbed.ref("busybox")))
+    result = pytester.runpytest_subprocess(
+        "--arch=amd64", "--arch-host=amd64=tcp://127.0.0.1:2375", "--arch-required",
+        "-p", "no:cacheprovider", timeout=300,
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["amd64: native on 127.0.0.1*"])
