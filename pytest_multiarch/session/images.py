@@ -244,12 +244,15 @@ def qemu_cpu_for(state: State, plat: Platform) -> str | None:
 
     The one place a session's CPU model reaches containers started outside our runners
     (testcontainers) and the pytest-html ``ran`` column; None means qemu's default model.
+    The session's choice (``State.cpu_choice``, from ``--arch-cpu`` and the platform's level)
+    is read when the session makes one.
     """
-    models = getattr(state.cfg, "cpu_models", None)  # filled by --multiarch-cpu, when present
-    if isinstance(models, dict):
-        model = models.get(plat) or models.get(plat.arch_name)
-        return str(model) if model else None
-    return None
+    choose = getattr(state, "cpu_choice", None)
+    if not callable(choose):
+        return None
+    choice = choose(plat)
+    model = getattr(choice, "model", "") if choice is not None else ""
+    return str(model) if model else None
 
 
 def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:

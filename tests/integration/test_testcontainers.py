@@ -254,3 +254,38 @@ def test_runs_on_the_arch_host_engine(pytester: pytest.Pytester, testbed: Testbe
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["amd64: native on 127.0.0.1*"])
+
+
+def test_bind_gives_the_cpu_model_and_says_when_it_replaces_one(
+    testbed: Testbed, engine: Any, session_id: str
+) -> None:
+    """The core binding, driven from a script (no plugin): the session's CPU model reaches the
+    container as QEMU_CPU, and a container's own differing QEMU_CPU is said to be replaced."""
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.core.container import DockerContainer
+
+    from pytest_multiarch.checks.testcontainers import Binding, bind
+    from pytest_multiarch.errors import MultiarchWarning
+    from pytest_multiarch.runners.base import Session
+
+    image = testbed.pinned("busybox", "linux/arm64")
+    binding = Binding(
+        image=image, digest=image.rsplit("@", 1)[1], platform=Platform.parse("arm64"),
+        emulated=True, mem_limit="256m", labels=Session.new(session_id).labels(),
+        qemu_cpu="cortex-a53", client=engine,
+    )
+    box = DockerContainer(testbed.ref("busybox")).with_command(["uname", "-m"])
+    box.with_env("QEMU_CPU", "max")
+    with pytest.warns(MultiarchWarning, match="QEMU_CPU=max; the session's CPU model cortex-a53"):
+        bind(box, binding)
+    saved = testcontainers_config.ryuk_disabled
+    testcontainers_config.ryuk_disabled = True  # Ryuk's image cannot be pulled here
+    try:
+        with box:
+            created = box.get_wrapped_container()
+            assert created.wait(timeout=120)["StatusCode"] == 0
+            assert box.get_logs()[0].decode().strip() == "aarch64"
+            assert "QEMU_CPU=cortex-a53" in created.attrs["Config"]["Env"]
+            assert created.attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
+    finally:
+        testcontainers_config.ryuk_disabled = saved
