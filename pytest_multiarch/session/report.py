@@ -17,8 +17,8 @@ from pytest_multiarch._fs import write_atomic
 
 REPORT_FORMAT = 1
 
-#: Row labels keep at least this many characters when the arch columns take the terminal's width.
-MIN_LABEL = 20
+#: Row labels keep at least this many characters before cells are cut to fit the terminal.
+MIN_LABEL = 24
 
 _SYMBOL = {
     "passed": "PASS",
@@ -103,8 +103,9 @@ class Matrix:
     def render(self, width: int = 120) -> list[str]:
         """The terminal table: tests x archs, then per-arch totals and how each arch ran.
 
-        Every line fits in *width* (the terminal width pytest reports): row labels, then cells,
-        are shortened in the middle (:func:`shorten_middle`) when the table would not.
+        Every line fits in *width* (the terminal width pytest reports): row labels are shortened
+        in the middle (:func:`shorten_middle`) down to MIN_LABEL, then the widest cells at their
+        end (the outcome word leads), when the table would not.
         """
         if not self._cells:
             return []
@@ -118,13 +119,8 @@ class Matrix:
         }
         # Columns give way first, down to an even share of what leaves the labels two fifths of
         # the width (MIN_LABEL at least), but never below their arch name or "ERROR".
-        name_width = max(len("test"), *(len(t) for t in tests))
-        if name_width + sum(col.values()) + 3 * len(archs) > width:
-            min_label = min(name_width, max(MIN_LABEL, width * 2 // 5))
-            fair = (width - min_label) // max(1, len(archs)) - 3
-            col = {a: min(w, max(len(a), len("ERROR"), fair)) for a, w in col.items()}
-        budget = max(min(MIN_LABEL, name_width), width - sum(col.values()) - 3 * len(archs))
-        name_width = min(name_width, budget)
+        # Narrows col in place when even MIN_LABEL-wide labels leave too little room.
+        name_width = fit_columns(max(len("test"), *(len(t) for t in tests)), col, width)
 
         def row(name: str, values: list[str]) -> str:
             shown = shorten_middle(name, name_width)
@@ -252,6 +248,25 @@ def shorten_middle(name: str, width: int) -> str:
     start = room - room // 2
     end = room // 2
     return head[:start] + "…" + (head[-end:] if end else "") + tail
+
+
+def fit_columns(name_width: int, col: dict[str, int], width: int) -> int:
+    """The label width that fits the table in *width*; narrows *col* (in place) when labels of
+    MIN_LABEL still leave too little room: the widest column first, never below its arch name
+    or ``ERROR``."""
+    total = sum(col.values()) + 3 * len(col)
+    if name_width + total <= width:
+        return name_width
+    name_width = max(min(MIN_LABEL, name_width), width - total)
+    floor = {a: max(len(a), len("ERROR")) for a in col}
+    excess = name_width + total - width
+    while excess > 0:
+        widest = max(col, key=lambda a: col[a] - floor[a])
+        if col[widest] <= floor[widest]:
+            break  # nothing left to give: the terminal is narrower than the table can be
+        col[widest] -= 1
+        excess -= 1
+    return name_width
 
 
 def _fit_line(text: str, width: int) -> str:
