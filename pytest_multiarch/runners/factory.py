@@ -125,5 +125,6 @@ def _engine_runner(state: _State, choice: EngineChoice, platform: Platform, sess
     if service is not None:
         # The service outlives the runner's own cleanup: containers are removed through it.
         runner.add_close_callback(service.release)
+        runner.managed_registries = True
     reap_stale(runner)
     return runner
