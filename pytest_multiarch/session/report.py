@@ -231,7 +231,7 @@ def shorten_middle(name: str, width: int) -> str:
 
     One rule for every row label, whatever its length: at 40 characters
     ``tests/test_replication.py::test_data_survives_a_restart_mid_workload[from amd64]``
-    becomes ``tests/test_rep…_mid_workload[from amd64]``.
+    becomes ``tests/test…tart_mid_workload[from amd64]``.
     """
     if len(name) <= width:
         return name
@@ -245,8 +245,10 @@ def shorten_middle(name: str, width: int) -> str:
     if room < min(8, len(head)):  # the parameter alone is too long: cut across both
         keep = width - 1
         return name[: keep - keep // 2] + "…" + (name[-(keep // 2):] if keep // 2 else "")
-    start = room - room // 2
-    end = room // 2
+    # A third for the start, two for the end: rows tend to share their start (the file, the
+    # registry), while the end names the test or the check.
+    start = max(room // 3, min(10, room))
+    end = room - start
     return head[:start] + "…" + (head[-end:] if end else "") + tail
 
 
