@@ -317,6 +317,8 @@ def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
     state = get_state(config)
+    for plat in state.archs:  # how each arch runs: -q skips the header that usually asks
+        state.status(plat)
     lines = state.matrix.render(width=terminalreporter._tw.fullwidth)
     if lines:
         terminalreporter.write_sep("=", "multiarch matrix")

@@ -297,12 +297,13 @@ def ran_description(state: State, arch: str) -> str:
 
     from pytest_multiarch.host import binfmt
 
+    plat = Platform.parse(arch)
+    state.status(plat)  # sets the matrix line's "how" unless the header (skipped by -q) did
     how = state.matrix.line(arch).how
     if how == "native":
         return f"native on {_platform.node()}"
     if not how.startswith("emulated"):
         return how  # "native on HOST" of a remote engine, "unavailable: …"
-    plat = Platform.parse(arch)
     version = (binfmt.qemu_version(plat) or "").split(" ", 1)[0]
     cpu = qemu_cpu_for(state, plat)
     qemu = f"qemu {version}" if version else "qemu"

@@ -90,7 +90,8 @@ def test_html_report_in_chromium(
     pytester.makepyfile(test_suite=SUITE.format(good=testbed.ref("busybox")))
     page = tmp_path / "report.html"
     result = pytester.runpytest_subprocess(
-        "--arch=amd64,arm64,s390x", "--arch-required", "-p", "no:cacheprovider",
+        # Under xdist and -q (no header): the controller writes the report from workers' results.
+        "--arch=amd64,arm64,s390x", "--arch-required", "-p", "no:cacheprovider", "-q", "-n", "2",
         f"--html={page}", "--self-contained-html", timeout=600,
     )
     result.assert_outcomes(passed=5, failed=1)
