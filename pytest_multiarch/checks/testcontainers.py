@@ -28,6 +28,7 @@ from pytest_multiarch.errors import (
     NotATestcontainer,
     TestcontainerAlreadyStarted,
     UnknownPlatformError,
+    UsageError,
 )
 from pytest_multiarch.platforms import Platform
 
@@ -96,6 +97,14 @@ def bind(container: Any, binding: Binding) -> Any:
     Warns (:class:`MultiarchWarning`) for each thing it asked for that is replaced here.
     """
     check_container(container)
+    earlier = getattr(container, BOUND_ATTR, None)
+    if earlier is not None:
+        if earlier.platform == binding.platform:
+            return container  # handed over twice: binding again would scale its waits twice
+        raise UsageError(
+            f"multiarch_testcontainer: this {type(container).__name__} is already bound to "
+            f"{earlier.platform} ({earlier.image}); build one container per arch"
+        )
     requested = str(container.image)
     kwargs: dict[str, Any] = container._kwargs  # what start() hands to containers.create
     said = binding.notes
@@ -181,7 +190,9 @@ def _bound_start(container: Any, binding: Binding) -> Callable[[], Any]:
     Module classes build their readiness strategies inside start() (``MySqlContainer`` waits for
     a log line) from testcontainers' global timeout, so that timeout is scaled while it runs; and
     Ryuk is left out when its image is not on the engine (our reaper owns the container by its
-    labels, and an unpullable Ryuk image would fail the start).
+    labels, and an unpullable Ryuk image would fail the start).  Both are process-wide settings
+    of testcontainers, changed for the duration of this start only: fine for pytest's one test
+    at a time per process (xdist workers are processes), not for starts from several threads.
     """
     original = type(container).start.__get__(container)
 

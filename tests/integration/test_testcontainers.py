@@ -55,6 +55,9 @@ def test_docker_container_runs_the_arch_variant(arch, multiarch_testcontainer):
         .with_exposed_ports(8080)
         .waiting_for(wait)
     )
+    scaled = wait._startup_timeout
+    assert multiarch_testcontainer(app) is app  # handed over twice: bound (and scaled) once
+    assert wait._startup_timeout == scaled
     with app:
         import urllib.request
 
