@@ -56,6 +56,6 @@ class HtmlColumns:
 
     def ran(self, arch: str) -> str:
         """``native on HOST`` or ``emulated on qemu 7.2.17, CPU max`` for *arch*."""
-        from pytest_multiarch.session.images import ran_description
+        from pytest_multiarch.session.bindings import ran_description
 
         return ran_description(self.state, arch)

@@ -448,8 +448,11 @@ class FakeState:
     def __init__(self, engine: str) -> None:
         self.cfg = SimpleNamespace(arch_hosts={}, engine=SimpleNamespace(value=engine,
                                                                           source="option"),
-                                   mem_limit="256m", cache_dir=None, insecure_registries=())
+                                   mem_limit="256m", cache_dir=None)
         self.session_id = f"default-{engine}-{os.getpid()}"
+        from pytest_multiarch.runners.factory import EngineSelection
+
+        self.engines = EngineSelection(engine)  # the session holds the engine choice
 
     def registry(self) -> Any:
         from pytest_multiarch.oci.registry import RegistryClient

@@ -112,10 +112,11 @@ def test_baseline_reports_regressions_and_survives_bad_files(
     third = pytester.runpytest("--arch=amd64", f"--multiarch-baseline={baseline}")
     third.stdout.fnmatch_lines(["multiarch baseline: baseline * is not valid JSON*"])
     assert "Traceback" not in third.stdout.str()
+    assert baseline.read_text() == "{not json"  # an unusable baseline is never overwritten
     baseline.write_text(json.dumps({"format": 0, "images": {}}))
     fourth = pytester.runpytest("--arch=amd64", f"--multiarch-baseline={baseline}")
-    fourth.stdout.fnmatch_lines(["multiarch baseline: baseline * has format 0*"])
-    assert json.loads(baseline.read_text())["format"] == 1
+    fourth.stdout.fnmatch_lines(["multiarch baseline: baseline * has format 0*left as it is*"])
+    assert json.loads(baseline.read_text())["format"] == 0
 
 
 LONG_NAMES = """
