@@ -124,6 +124,10 @@ class UnsafeLayerError(MultiarchError):
     """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
 
 
+class ShardError(UsageError):
+    """A file given to ``pytest-multiarch merge`` is not a readable shard of this schema."""
+
+
 class NotATestcontainer(UsageError):
     """``multiarch_testcontainer`` was given something that is not a testcontainers container."""
 

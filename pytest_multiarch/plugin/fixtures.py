@@ -310,21 +310,29 @@ def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:
 def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[RestService]:
     """The REST service of ini ``multiarch_service_image`` running for this arch, ready.
 
-    Its MariaDB (ini ``multiarch_db_image``) runs beside it on a private network.  Readiness is a
-    real ``GET /healthz``, with a timeout scaled by the arch's emulation factor.  Gives an object
-    with ``.session`` (a ``requests.Session`` bound to the base URL), ``.get(path)``,
-    ``.post(path, json=…)`` and ``.stop_database()``.
+    Its MariaDB (ini ``multiarch_db_image``; ``none`` for a service without one) runs beside it
+    on a private network.  Readiness is a real ``GET /healthz``, with a timeout scaled by the
+    arch's emulation factor.  Gives an object with ``.session`` (a ``requests.Session`` bound to
+    the base URL), ``.get(path)``, ``.post(path, json=…)``, ``.stop_database()`` and
+    ``.record(method, path)`` (the answer is kept in the report for ``pytest-multiarch merge``).
     """
     from pytest_multiarch.session.images import resolve_variant, rest_service_for
 
     plat = _require_arch(arch)
     state = get_state(request.config)
     service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest")
-    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest")
+    database = _db_image(request.config, "multiarch_rest")
     state.digests[request.node.nodeid] = resolve_variant(state, service, plat).digest
     with rest_service_for(state, service, database, plat, "multiarch_rest") as running:
         state.add_log_source(request.node.nodeid, running.logs)
+        state.rest_records[request.node.nodeid] = running.recorded  # read by makereport
         yield running
+
+
+def _db_image(config: pytest.Config, fixture: str) -> str | None:
+    """The ini ``multiarch_db_image``; ``none`` starts the service without a database."""
+    value = _ini_image(config, "multiarch_db_image", fixture)
+    return None if value.lower() == "none" else value
 
 
 @pytest.fixture
@@ -377,7 +385,7 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[RestFleet]:
 
     state = get_state(request.config)
     service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest_fleet")
-    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest_fleet")
+    database = _db_image(request.config, "multiarch_rest_fleet")
     for plat in state.archs:
         require_available(request.node, plat)
     reference = state.cfg.reference_arch or state.archs[0]

@@ -85,8 +85,27 @@ class MultiarchSession:
                     report.sections.append((f"Captured container log {title}", text))
         if report.when == "teardown":
             state.forget_logs(item.nodeid)
+        # Report attributes, not user properties (which end up in JUnit): they travel from xdist
+        # workers to the controller, which writes the shard.
+        indexes, variants = state.image_facts()
+        if indexes:
+            report.multiarch_images = {"index": indexes, "variants": variants}  # type: ignore[attr-defined]
+        if report.when == "call" and state.rest_records.get(item.nodeid):
+            report.multiarch_rest = [  # type: ignore[attr-defined]
+                answer.to_json() for answer in state.rest_records[item.nodeid]
+            ]
+        if report.when == "teardown":
+            state.rest_records.pop(item.nodeid, None)
         report.user_properties = list(item.user_properties)
         return report
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The shard's collected ids (an xdist controller hears them from XdistSupport)."""
+        if self.collected_here and not hasattr(session.config, "workerinput"):
+            self.state.record_collection([r for r in map(_item_row, session.items) if r], [])
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.state.record_collection([], [r for r in map(_item_row, items) if r])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Feed the matrix; runs in the xdist controller too, so it sees every worker's results."""
@@ -109,12 +128,27 @@ class MultiarchSession:
         )
         if not relevant:
             return
+        self._record_facts(report, arch)
         matrix.add(Outcome(
             test=row_name(report.nodeid, arch), arch=arch, outcome=_outcome_of(report),
             duration=report.duration, failure_class=_str_or_none(props.get("failure_class")),
             message=_failure_message(report), image=_str_or_none(props.get("image")),
             digest=_str_or_none(props.get("digest")),
         ))
+
+    def _record_facts(self, report: pytest.TestReport, arch: str) -> None:
+        """Index digests, variants and REST answers a (possibly remote) worker attached."""
+        matrix = self.state.matrix
+        images = getattr(report, "multiarch_images", None)
+        if isinstance(images, dict):
+            for ref, digest in images.get("index", {}).items():
+                matrix.index_digests.setdefault(ref, digest)
+            for ref, per_arch in images.get("variants", {}).items():
+                for name, variant in per_arch.items():
+                    matrix.variants.setdefault(ref, {}).setdefault(name, variant)
+        answers = getattr(report, "multiarch_rest", None)
+        if isinstance(answers, list) and answers:
+            matrix.rest[row_name(report.nodeid, arch), arch] = answers
 
     # -- end of session ---------------------------------------------------------------------
 
@@ -143,6 +177,7 @@ class MultiarchSession:
                 "nothing to re-test (exit 0)"
             )
         if not hasattr(session.config, "workerinput"):  # the controller writes report/baseline
+            self.state.exitstatus = int(session.exitstatus)
             self.state.finish()
 
     def _nothing_to_rerun(self) -> bool:
@@ -203,3 +238,21 @@ def row_name(nodeid: str, arch: str) -> str:
         parts.remove(arch)
     rest = "-".join(parts)
     return f"{head}[{rest}]" if rest else head
+
+
+def _item_row(item: pytest.Item) -> tuple[str, str] | None:
+    plat = item_platform(item)
+    return None if plat is None else (plat.arch_name, row_name(item.nodeid, plat.arch_name))
+
+
+def row_of_nodeid(nodeid: str, arch_names: frozenset[str]) -> tuple[str, str] | None:
+    """(arch, row) of a node id known only by name (xdist workers' collection)."""
+    last = nodeid.rsplit("::", 1)[-1]
+    if "[" not in last:
+        return None
+    tokens = last.split("[", 1)[1].rstrip("]").split("-")
+    if len(tokens) >= 3 and tokens[-2] == "to" and tokens[-1] in arch_names:
+        arch: str | None = tokens[-1]  # a replication pair sits in its replica's column
+    else:
+        arch = next((t for t in tokens if t in arch_names), None)
+    return None if arch is None else (arch, row_name(nodeid, arch))

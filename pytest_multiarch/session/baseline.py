@@ -136,6 +136,30 @@ def snapshot(
     return {"format": BASELINE_FORMAT, "images": images}
 
 
+def snapshot_of_report(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A :func:`snapshot` of a report document (a merged one from ``pytest-multiarch merge``).
+
+    Reports do not list an index's platforms; the comparison then skips added/dropped platforms.
+    """
+    images: dict[str, Any] = {}
+    for ref, per_arch in document.get("variants", {}).items():
+        entry = images.setdefault(ref, {"platforms": [], "variants": {}})
+        for arch, variant in per_arch.items():
+            entry["variants"][arch] = {"digest": variant.get("digest"),
+                                       "config": variant.get("config"),
+                                       "layers": list(variant.get("layers") or []),
+                                       "outcomes": {}}
+    for ref, per_arch in document.get("images", {}).items():
+        entry = images.setdefault(ref, {"platforms": [], "variants": {}})
+        for arch, found in per_arch.items():
+            variant = entry["variants"].setdefault(
+                arch, {"digest": found.get("digest"), "config": None, "layers": [],
+                       "outcomes": {}})
+            for check in found.get("checks", []):
+                variant["outcomes"][check["test"]] = check["outcome"]
+    return {"format": BASELINE_FORMAT, "images": images}
+
+
 def needs_rerun(old: Mapping[str, Any], ref: str, arch: str, digest_now: str | None) -> bool:
     """Must *ref*'s *arch* variant run again? Yes when its digest is not the recorded (last
     good) one, or when checks of it failed in the run that recorded it."""

@@ -254,17 +254,20 @@ def engine_client(state: State, plat: Platform, what: str) -> Any:
 
 
 def rest_service_for(
-    state: State, service: str, database: str, plat: Platform, what: str
+    state: State, service: str, database: str | None, plat: Platform, what: str
 ) -> AbstractContextManager[RestService]:
-    """*service*'s *plat* variant with *database*'s beside it, both by digest, ready when
-    entered; readiness waits scale with the emulation factor. *what* names the caller."""
+    """*service*'s *plat* variant with *database*'s beside it (None: no database), both by
+    digest, ready when entered; readiness waits scale with the emulation factor. *what* names
+    the caller."""
     from pytest_multiarch.checks.rest import rest_service
 
     return rest_service(
         engine_client(state, plat, what), platform=plat,
         service_image=resolve_variant(state, service, plat).pinned,
-        db_image=resolve_variant(state, database, plat).pinned,
-        session_id=state.session_id, emulation_factor=emulation_factor(state, database, plat),
+        db_image=resolve_variant(state, database, plat).pinned if database else "",
+        with_database=database is not None,
+        session_id=state.session_id,
+        emulation_factor=emulation_factor(state, database or service, plat),
     )
 
 

@@ -66,6 +66,10 @@ class State:
     emulation: dict[Platform, float] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull
     layout_runners: dict[Platform, Runner] = field(default_factory=dict)
+    #: node id -> the answers its ``multiarch_rest.record`` calls normalized (checks.rest.Answer)
+    rest_records: dict[str, list[Any]] = field(default_factory=dict)
+    #: pytest's exit status, for the report (a shard that crashed must not look green)
+    exitstatus: int | None = None
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)
     _runners: dict[Platform, Runner] = field(default_factory=dict)
     _registry: RegistryClient | None = None
@@ -84,8 +88,30 @@ class State:
         """Can *plat* run here? Cached; remote hosts are checked when their runner starts."""
         if plat not in self._status:
             self._status[plat] = self._compute_status(plat)
-            self.matrix.line(plat.arch_name).how = self._status[plat].how
+            line = self.matrix.line(plat.arch_name)
+            line.how = self._status[plat].how
+            line.run = {**self._run_facts(plat), **line.run}  # a runner already said which
         return self._status[plat]
+
+    def _run_facts(self, plat: Platform) -> dict[str, Any]:
+        """Where *plat* runs, for the report: a merge shows which machine each shard came from.
+
+        ``cpu_model`` is the emulated CPU model (``QEMU_CPU``); None means qemu's default.
+        """
+        import platform as _platform
+
+        host_url = self.cfg.arch_hosts.get(plat)
+        if host_url is not None:  # the remote engine's CPU is not visible through its API
+            return {"host": _host_of(host_url), "machine": plat.architecture, "cpu": None,
+                    "runner": "remote engine"}
+        facts: dict[str, Any] = {"host": _platform.node(), "machine": _platform.machine(),
+                                 "cpu": _cpu_name(), "runner": self.cfg.engine.value}
+        if plat != Platform.host():  # the CPU is qemu's model, not the host's
+            from pytest_multiarch.host import binfmt
+
+            facts["host_cpu"], facts["cpu"] = facts["cpu"], None
+            facts["qemu"] = binfmt.qemu_version(plat)  # None for a missing qemu; never raises
+        return facts
 
     def _compute_status(self, plat: Platform) -> ArchStatus:
         host_url = self.cfg.arch_hosts.get(plat)
@@ -170,6 +196,8 @@ class State:
                     runner = make_default_runner(self, plat)
                 self._runners[plat] = runner
                 self.matrix.line(plat.arch_name).how = runner.describe()
+                # which runner, not just the engine option (auto may land on rootfs)
+                self.matrix.line(plat.arch_name).run["runner"] = type(runner).__name__
             return runner
 
     def set_emulation_factor(self, plat: Platform, factor: float) -> None:
@@ -206,6 +234,27 @@ class State:
 
     # -- end of session ---------------------------------------------------------------------
 
+    def record_collection(self, selected: list[tuple[str, str]],
+                          deselected: list[tuple[str, str]]) -> None:
+        """(arch, row) of the tests selected and deselected, for "not run" versus "missing"."""
+        for arch, row in selected:
+            self.matrix.collected.setdefault(arch, []).append(row)
+        for arch, row in deselected:
+            self.matrix.deselected.setdefault(arch, []).append(row)
+
+    def image_facts(self) -> tuple[dict[str, str], dict[str, dict[str, dict[str, Any]]]]:
+        """(reference -> index digest, reference -> arch -> variant) of what this process
+        resolved; a single-platform manifest's own digest stands for its index."""
+        indexes: dict[str, str] = {}
+        variants: dict[str, dict[str, dict[str, Any]]] = {}
+        for (ref, arch), resolved in list(self.images.resolved.items()):
+            indexes.setdefault(ref, resolved.index_digest or resolved.digest)
+            variants.setdefault(ref, {})[arch] = {
+                "digest": resolved.digest, "config": resolved.config_digest,
+                "layers": [layer.digest for layer in resolved.layers],
+            }
+        return indexes, variants
+
     def finish(self) -> None:
         """Write the JSON report and baseline; then clean up."""
         if self.cfg.report_path is not None or self.cfg.baseline_path is not None:
@@ -241,7 +290,16 @@ class State:
         from pytest_multiarch.host import binfmt
 
         extra: dict[str, Any] = {"session": self.session_id,
-                                 "engine": self.cfg.engine.value}
+                                 "engine": self.cfg.engine.value,
+                                 "exitstatus": self.exitstatus}
+        for plat in self.archs:  # an xdist controller (or a quiet run) never asked before
+            self.status(plat)
+        indexes, variants = self.image_facts()  # this process's; xdist workers' came by report
+        for ref, digest in indexes.items():
+            self.matrix.index_digests.setdefault(ref, digest)
+        for ref, per_arch in variants.items():
+            for arch, variant in per_arch.items():
+                self.matrix.variants.setdefault(ref, {}).setdefault(arch, variant)
         # qemu_version() answers None for a missing or silent qemu; it does not raise.
         extra["qemu"] = {
             p.arch_name: binfmt.qemu_version(p) for p in self.archs if p != Platform.host()
@@ -265,6 +323,19 @@ class State:
                 step()
             except (MultiarchError, OSError) as exc:
                 self.summary_lines.append(f"multiarch: cleanup of {what} failed: {exc}")
+
+
+def _cpu_name() -> str | None:
+    """This machine's CPU model as the kernel names it (x86 ``model name``, others vary)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu model", "cpu", "Model") and value.strip():
+            return value.strip()
+    return None
 
 
 def _host_of(url: str) -> str:
