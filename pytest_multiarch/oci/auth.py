@@ -127,14 +127,17 @@ def _lookup(path: Path, host: str) -> tuple[Credentials | None, str]:
     if helper and shutil.which(f"docker-credential-{helper}") is None:
         return None, (f"credential helper docker-credential-{helper} (from {source}) is not on "
                       "PATH; install it or remove it from the Docker config")
-    import docker.auth
     import docker.errors
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the SDK warns of helpers missing for other hosts
-            found = docker.auth.load_config(config_dict=dict(config)).resolve_authconfig(host)
+            found = _bounded_auth_config(dict(config)).resolve_authconfig(host)
     except docker.errors.DockerException as exc:
+        if _timed_out(exc):
+            return None, (f"credential helper docker-credential-{helper} (from {source}) did not "
+                          f"answer within {HELPER_TIMEOUT:g}s for {host}; check that it does not "
+                          "wait for a keyring unlock or a prompt")
         # Its message quotes the helper's output, which may hold a secret: only the status.
         return None, (f"credential helper docker-credential-{helper} (from {source}) failed "
                       f"with exit status {_exit_status(exc)} for {host}")
@@ -176,6 +179,56 @@ def _credentials(found: Any, config: Mapping[str, Any], host: str, path: Path, h
     if isinstance(entry, dict) and entry.get("username") and entry.get("password"):
         return Credentials(str(entry["username"]), str(entry["password"]), source), ""
     return None, ""
+
+
+#: Seconds a credential helper may take. The SDK's own call has no limit, and a helper waiting for
+#: a keyring unlock would otherwise hold a CI gate for ever.
+HELPER_TIMEOUT = 30.0
+
+
+def _bounded_auth_config(config: dict[str, Any]) -> Any:
+    """``docker.auth.load_config(config_dict=…)``, whose helpers are killed after HELPER_TIMEOUT.
+
+    Subclasses override two protected SDK methods (``_get_store_instance``, ``Store._execute``);
+    the SDK keeps the lookup rules (credHelpers, credsStore, auths) and we add only the bound.
+    """
+    import docker.auth
+    import docker.credentials
+    from docker.credentials.errors import StoreError, process_store_error
+    from docker.credentials.utils import create_environment_dict
+
+    class BoundedStore(docker.credentials.Store):  # type: ignore[misc]
+        def _execute(self, subcmd: str, data_input: bytes | None) -> bytes:
+            if self.exe is None:
+                raise StoreError(f"{self.program} not installed or not available in PATH")
+            try:
+                done = subprocess.run([self.exe, subcmd], input=data_input, capture_output=True,
+                                      env=create_environment_dict(self.environment),
+                                      timeout=HELPER_TIMEOUT, check=True)
+            except subprocess.CalledProcessError as exc:
+                raise process_store_error(exc, self.program) from exc
+            except subprocess.TimeoutExpired as exc:  # run() has killed the helper
+                raise StoreError(f"{self.program} timed out") from exc
+            except OSError as exc:
+                raise StoreError(f"{self.program}: {exc.strerror}") from exc
+            return done.stdout
+
+    class BoundedAuthConfig(docker.auth.AuthConfig):  # type: ignore[misc]
+        def _get_store_instance(self, name: str) -> Any:
+            if name not in self._stores:
+                self._stores[name] = BoundedStore(name, environment=self._credstore_env)
+            return self._stores[name]
+
+    return BoundedAuthConfig.load_config(None, config, None)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, subprocess.TimeoutExpired):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _exit_status(exc: BaseException) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_multiarch.errors import RegistryError
+from pytest_multiarch.oci import auth
 from pytest_multiarch.oci.auth import (
     Credentials,
     docker_config_dir,
@@ -127,6 +129,24 @@ def test_failing_helper_output_is_not_shown(tmp_path: Path, helper_bin: Path) ->
     cfg = write_config(tmp_path, {"credHelpers": {"broken.example": "fake"}})
     with pytest.raises(RegistryError, match="exit status 2") as info:
         load_docker_credentials("broken.example", cfg)
+    assert SECRET not in str(info.value)
+
+
+def test_hung_helper_is_cut_off_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper that never answers (a keyring waiting for an unlock) is killed, not waited for."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-hangs"
+    helper.write_text(f"#!/bin/sh\necho {SECRET}\nexec sleep 600\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(auth, "HELPER_TIMEOUT", 0.5)
+    cfg = write_config(tmp_path / "cfg", {"credHelpers": {"slow.example": "hangs"}})
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=r"docker-credential-hangs .*did not answer within 0.5s"
+                       ) as info:
+        load_docker_credentials("slow.example", cfg)
+    assert time.monotonic() - started < 10
     assert SECRET not in str(info.value)
 
 
