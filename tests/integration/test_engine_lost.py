@@ -106,6 +106,8 @@ class PrivateDockerd:
         assert self.proc is not None
         self.proc.terminate()
         self.proc.wait(timeout=60)
+        # A killed dockerd leaves its data root's private bind mount behind: ours to undo.
+        subprocess.run(["umount", str(self.root / "data")], capture_output=True, check=False)
 
 
 @pytest.fixture
