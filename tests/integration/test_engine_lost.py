@@ -1,7 +1,7 @@
 """An engine that dies or freezes mid-run ends in EngineUnavailable naming it, in bounded time.
 
 Against a private dockerd this module starts itself (its own socket, data root and exec root
-under /tmp/core-dockerd, no bridge, no iptables), never the shared one: SIGKILL it while a
+under /tmp/core-dockerd, a bridge of its own, no iptables), never the shared one: SIGKILL it while a
 container runs, or SIGSTOP it so it answers nothing.  Teardown starts it again on the same
 directories, removes what it holds and stops it.
 """
@@ -30,6 +30,9 @@ from pytest_multiarch.runners.docker.engine import EngineRunner
 pytestmark = pytest.mark.integration
 
 ROOT = Path("/tmp/core-dockerd")
+#: The private daemon's own bridge. Not ``--bridge=none``: a dockerd with the bridge disabled
+#: deletes the host's ``docker0`` at start-up, and with it the shared engine's default network.
+BRIDGE = "mtlost0"
 URL = f"unix://{ROOT}/sock"
 AMD64 = Platform.parse("amd64")
 
@@ -43,6 +46,8 @@ class PrivateDockerd:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if not Path(f"/sys/class/net/{BRIDGE}").exists():
+            subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
         sock = self.root / "sock"
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
@@ -50,7 +55,7 @@ class PrivateDockerd:
         self.proc = subprocess.Popen(
             ["dockerd", "--host", URL, "--data-root", str(self.root / "data"),
              "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "pid"),
-             "--bridge=none", "--iptables=false", "--ip-masq=false"],
+             f"--bridge={BRIDGE}", "--iptables=false", "--ip-masq=false"],
             stdout=log, stderr=log, start_new_session=True,
         )
         deadline = time.monotonic() + 30
@@ -108,6 +113,7 @@ class PrivateDockerd:
         self.proc.wait(timeout=60)
         # A killed dockerd leaves its data root's private bind mount behind: ours to undo.
         subprocess.run(["umount", str(self.root / "data")], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -199,3 +205,10 @@ def test_frozen_engine_mid_run_ends_in_bounded_time(
     assert URL in str(error)
     assert box["seconds"] < 15, box["seconds"]
     runner.close()
+
+
+def test_private_engine_leaves_the_shared_bridge_alone(dockerd: PrivateDockerd) -> None:
+    """Regression: the private daemon once started with ``--bridge=none`` and deleted docker0,
+    which broke every container on the shared engine's default network."""
+    assert Path("/sys/class/net/docker0").exists(), "the private dockerd removed docker0"
+    assert Path(f"/sys/class/net/{BRIDGE}").exists()
