@@ -241,7 +241,7 @@ class RootfsRunner:
         source, ref = open_source(image, client=self.registry)
         resolved = resolve(source, ref, platform)
         found = resolved.config_platform
-        if found is not None and not found.satisfies(platform):
+        if found is not None and found.match_rank(platform) is None:
             raise PlatformMismatchError(
                 f"{image} is {found}, not {platform}: pass the {platform} variant's digest"
             )
