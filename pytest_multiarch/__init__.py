@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import IllegalInstruction, MultiarchError
 from pytest_multiarch.platforms import Platform
 
-__all__ = ["MultiarchError", "Platform"]
+__all__ = ["IllegalInstruction", "MultiarchError", "Platform"]
 __version__ = "0.1.0"

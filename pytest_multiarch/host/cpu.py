@@ -134,6 +134,12 @@ def list_models(platform: Platform) -> tuple[str, ...]:
     return _models_of(qemu_binary(platform))
 
 
+def max_model(platform: Platform) -> str:
+    """qemu's newest model for *platform*: ``max``, or "" (its own default) where it has none
+    (ppc64le, whose default is POWER9)."""
+    return MAX if MAX in list_models(platform) else ""
+
+
 def default_for(platform: Platform) -> DefaultModel:
     """The default model of *platform*'s level (qemu's own default for arches without one)."""
     return DEFAULTS.get((platform.architecture, platform.variant), DefaultModel(""))

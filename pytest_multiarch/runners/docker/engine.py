@@ -28,6 +28,7 @@ import requests.exceptions
 from pytest_multiarch.errors import (
     CommandNotFound,
     EngineUnavailable,
+    IllegalInstruction,
     MultiarchError,
     NoDefaultCommand,
     PlatformMismatchError,
@@ -37,7 +38,7 @@ from pytest_multiarch.errors import (
     RunTimeout,
     UnknownPlatformError,
 )
-from pytest_multiarch.host import binfmt
+from pytest_multiarch.host import binfmt, cpu
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import (
     DEFAULT_MEM_LIMIT,
@@ -49,6 +50,7 @@ from pytest_multiarch.runners.base import (
     parse_mem_limit,
     require_digest,
     short_cmd,
+    with_max_verdict,
 )
 from pytest_multiarch.runners.docker.cleanup import reap_stale, remove_session, sigint_deferred
 from pytest_multiarch.runners.docker.container import NOT_FOUND_MARKERS, EngineContainer, text_of
@@ -133,6 +135,8 @@ class EngineRunner:
         environ: Mapping[str, str] | None = None,
         publish_address: str | None = None,
         init: bool | None = None,
+        cpu_models: Mapping[str, str] | None = None,
+        cpu_source: str = "option",
     ) -> None:
         self.url = url
         self.named_arch = named_arch
@@ -141,6 +145,10 @@ class EngineRunner:
         self.mem_limit = mem_limit
         parse_mem_limit(mem_limit)  # a bad value fails here, not at the first run
         self.init = init
+        # --arch-cpu overrides (arch or arch/variant → qemu model); the rest run on the default
+        # model of their platform's level (host.cpu.DEFAULTS).
+        self.cpu_models = dict(cpu_models or {})
+        self.cpu_source = cpu_source
         self._tunnel: SSHTunnel | None = None
         self._checked: set[tuple[str, Platform]] = set()
         self._closed = False
@@ -258,6 +266,12 @@ class EngineRunner:
         plat = platform or self.platform or self.engine_arch
         return "emulated" if self.is_emulated(plat) else f"native on {self.host_label}"
 
+    def cpu_choice(self, platform: Platform) -> cpu.CpuChoice | None:
+        """The qemu CPU model *platform* runs on here; None when it runs natively."""
+        if not self.is_emulated(platform):
+            return None
+        return cpu.choose(platform, self.cpu_models, self.cpu_source)
+
     # -- images -------------------------------------------------------------------------------
 
     def ensure_image(self, image: str, platform: Platform) -> None:
@@ -292,7 +306,8 @@ class EngineRunner:
             str(attrs.get("Os") or "linux"), str(attrs.get("Architecture") or ""),
             str(attrs.get("Variant") or ""),
         )
-        if actual != platform and not (
+        # Docker 20.10 may store a level variant (v8.2) or drop it: the arch is what it checks.
+        if actual.match_rank(platform) is None and platform.match_rank(actual) is None and not (
             actual.os == platform.os and actual.architecture == platform.architecture
             and not attrs.get("Variant")
         ):
@@ -307,7 +322,8 @@ class EngineRunner:
         """Pull by digest; an error the engine reports inside the progress stream (podman
         reports them all there; the SDK's images.pull() drops them) raises APIError."""
         repository, digest = image.rsplit("@", 1)
-        for event in self.client.api.pull(repository, tag=digest, platform=str(platform),
+        for event in self.client.api.pull(repository, tag=digest,
+                                          platform=platform.engine_platform,
                                           stream=True, decode=True):
             error = event.get("error") if isinstance(event, dict) else None
             if error:
@@ -317,24 +333,29 @@ class EngineRunner:
 
     def _create_kwargs(
         self, image: str, platform: Platform, argv: tuple[str, ...] | None,
-        env: Mapping[str, str] | None, mem_limit: str | None,
+        env: Mapping[str, str] | None, mem_limit: str | None, cpu_model: str | None = None,
     ) -> dict[str, Any]:
         limit = mem_limit or self.mem_limit
-        if self.limits_ignored and self.is_emulated(platform):
+        emulated = self.is_emulated(platform)
+        if self.limits_ignored and emulated:
             raise memory_limit_refusal(self._target, image, platform)
+        choice = self.cpu_choice(platform)
+        model = choice.model if choice is not None and cpu_model is None else cpu_model
         kwargs: dict[str, Any] = {
             "image": image,
-            "platform": str(platform),
+            "platform": platform.engine_platform,  # Docker 20.10 refuses linux/arm64/v8.2
             "labels": self.session.labels(),
             "mem_limit": limit,
             "memswap_limit": limit,  # no swap: a balloon dies at the limit instead of thrashing
-            "environment": dict(env or {}),
+            # qemu-user (through binfmt_misc) takes its CPU model from QEMU_CPU.
+            "environment": {**({"QEMU_CPU": model} if emulated and model else {}), **(env or {})},
             "detach": True,
             # An init as PID 1 under emulation: a crashing emulated PID 1 otherwise hangs (the
             # kernel ignores qemu's re-raised SIGSEGV for init) instead of reporting "uncaught
             # target signal".  Not natively: docker-init's execvp retries an ENOEXEC binary as a
             # shell script, which turns a clean "exec format error" into a shell syntax error.
-            "init": self.is_emulated(platform) if self.init is None else self.init,
+            # Always under emulation: a qemu that takes SIGILL as PID 1 hangs the container.
+            "init": emulated or bool(self.init),
         }
         if argv is not None:
             kwargs["command"] = list(argv)
@@ -367,7 +388,7 @@ class EngineRunner:
     def result(
         self, image: str, platform: Platform, argv: tuple[str, ...], exit_code: int,
         stdout: str, stderr: str, duration: float, logs: str, *, oom_killed: bool = False,
-        mem_limit: str = "",
+        mem_limit: str = "", cpu_model: str | None = None,
     ) -> RunResult:
         """A RunResult with this engine's facts (where, emulated, binfmt status on failure)."""
         emulated = self.is_emulated(platform)
@@ -382,9 +403,14 @@ class EngineRunner:
         where = self.describe(platform)
         if self.url is not None and emulated:
             where += f" on {self._target}"
+        if cpu_model is None:
+            choice = self.cpu_choice(platform)
+            cpu_model = choice.model if choice is not None else ""
+        if emulated:
+            where += f", cpu {cpu_model or 'qemu default'}"
         return RunResult(
             exit_code, stdout, stderr, duration, logs, image, platform, argv, where,
-            emulated, oom_killed, mem_limit or self.mem_limit, status, extra,
+            emulated, oom_killed, mem_limit or self.mem_limit, status, extra, cpu_model,
         )
 
     def run(
@@ -396,12 +422,15 @@ class EngineRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         mem_limit: str | None = None,
+        cpu_model: str | None = None,
     ) -> RunResult:
         """Run *cmd* in a fresh container of *image* (by digest) for *platform*; remove it.
 
         Returns the result for any exit code; raises the classified error for exec format
-        error, missing emulator, qemu crash and OOM kill, :class:`RunTimeout` after *timeout*
-        seconds (the container is killed), :class:`NoDefaultCommand` without any command.
+        error, missing emulator, qemu crash, illegal instruction (re-run once under ``max`` to
+        say whether the CPU level is the cause) and OOM kill, :class:`RunTimeout` after
+        *timeout* seconds (the container is killed), :class:`NoDefaultCommand` without any
+        command.  *cpu_model* overrides the qemu CPU model for this run.
         """
         self.ensure_image(image, platform)
         argv = as_argv(cmd) if cmd is not None else None
@@ -409,7 +438,7 @@ class EngineRunner:
         limit = mem_limit or self.mem_limit
         started = time.monotonic()
         container = self._create(
-            self._create_kwargs(image, platform, argv, env, limit), image, platform
+            self._create_kwargs(image, platform, argv, env, limit, cpu_model), image, platform
         )
         timed_out = threading.Event()
         stream: Any = None
@@ -453,6 +482,7 @@ class EngineRunner:
             result = self.result(
                 image, platform, shown, exit_code, text_of(out), text_of(err),
                 time.monotonic() - started, text_of(logs), oom_killed=oom, mem_limit=limit,
+                cpu_model=cpu_model,
             )
             if timed_out.is_set():
                 error: RunnerError = RunTimeout(
@@ -465,6 +495,9 @@ class EngineRunner:
                 error.logs = result.logs
                 raise error
             classified = classify(result)
+            if isinstance(classified, IllegalInstruction) and cpu_model is None:
+                classified = with_max_verdict(classified, self._under_max(
+                    image, platform, cmd, env, timeout, limit, result.cpu_model))
             if classified is not None:
                 raise classified
             return result
@@ -474,6 +507,20 @@ class EngineRunner:
                     stream.close()
             with sigint_deferred(), contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True, v=True)
+
+    def _under_max(
+        self, image: str, platform: Platform, cmd: Command | None, env: Mapping[str, str] | None,
+        timeout: float | None, limit: str, model: str,
+    ) -> RunResult | None:
+        """The same command once more on qemu's newest model, to prove a SIGILL's cause."""
+        newest = cpu.max_model(platform)
+        if model == newest:
+            return None
+        try:
+            return self.run(image, platform, cmd, env=env, timeout=timeout, mem_limit=limit,
+                            cpu_model=newest)
+        except RunnerError as exc:
+            return RunResult(1, "", str(exc), 0.0, platform=platform)
 
     @staticmethod
     def _kill(container: Any, flag: threading.Event) -> None:

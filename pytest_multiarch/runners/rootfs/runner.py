@@ -41,13 +41,14 @@ from typing import Any
 from pytest_multiarch._fs import cache_root
 from pytest_multiarch.errors import (
     EmulatorMissing,
+    IllegalInstruction,
     NoDefaultCommand,
     PlatformMismatchError,
     RunnerError,
     RunTimeout,
     UsageError,
 )
-from pytest_multiarch.host import binfmt
+from pytest_multiarch.host import binfmt, cpu
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import (
     DEFAULT_MEM_LIMIT,
@@ -60,6 +61,7 @@ from pytest_multiarch.runners.base import (
     parse_mem_limit,
     require_digest,
     short_cmd,
+    with_max_verdict,
 )
 from pytest_multiarch.runners.rootfs.unpack import remove_tree, resolve_in_root, unpack_layers
 
@@ -215,6 +217,8 @@ class RootfsRunner:
         platform: Platform | None = None,
         session: Session | None = None,
         mem_limit: str = DEFAULT_MEM_LIMIT,
+        cpu_models: Mapping[str, str] | None = None,
+        cpu_source: str = "option",
     ) -> None:
         if mode not in MODES:
             raise UsageError(f"rootfs mode {mode!r}; valid: {', '.join(MODES)}")
@@ -226,6 +230,8 @@ class RootfsRunner:
         self.mem_limit = mem_limit
         parse_mem_limit(mem_limit)
         self.host = Platform.host()
+        self.cpu_models = dict(cpu_models or {})  # --arch-cpu overrides, as in EngineRunner
+        self.cpu_source = cpu_source
 
     # -- preparing the tree -------------------------------------------------------------------
 
@@ -325,6 +331,12 @@ class RootfsRunner:
         """Whether *platform* needs qemu-user on this host."""
         return not binfmt.is_native(platform, self.host)
 
+    def cpu_choice(self, platform: Platform) -> cpu.CpuChoice | None:
+        """The qemu CPU model *platform* runs on here; None when it runs natively."""
+        if not self.is_emulated(platform):
+            return None
+        return cpu.choose(platform, self.cpu_models, self.cpu_source)
+
     def describe(self, platform: Platform | None = None) -> str:
         """``emulated`` or ``native on HOST``."""
         plat = platform or self.platform or self.host
@@ -367,8 +379,10 @@ class RootfsRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         mem_limit: str | None = None,
+        cpu_model: str | None = None,
     ) -> RunResult:
-        """Run *cmd* in the variant's tree; classified like the engine runner's run()."""
+        """Run *cmd* in the variant's tree; classified like the engine runner's run() (an
+        illegal instruction is re-run once under ``max``); *cpu_model* overrides the model."""
         started = time.monotonic()
         tree = self.prepare(image, platform)
         argv, merged_env, workdir = self._argv_env(tree, cmd, env)
@@ -376,17 +390,21 @@ class RootfsRunner:
         mode = self.mode_for(platform)
         emulated = self.is_emulated(platform)
         qemu = binfmt.qemu_binary(platform)
+        choice = self.cpu_choice(platform)
+        model = (choice.model if choice is not None else "") if cpu_model is None else cpu_model
+        shown_cpu = f", cpu {model or 'qemu default'}"
         if not emulated:
-            where = f"native (rootfs, {mode})"
+            where, shown_cpu = f"native (rootfs, {mode})", ""
         elif mode == "proot":
-            where = f"emulated (rootfs, proot -q {qemu})"
+            where = f"emulated (rootfs, proot -q {qemu}"
         else:
-            where = "emulated (rootfs, chroot, binfmt_misc)"
+            where = "emulated (rootfs, chroot, binfmt_misc"
+        where += f"{shown_cpu})" if emulated else ""
         limit = mem_limit or self.mem_limit
         if not self._resolve_command(tree, argv[0], merged_env.get("PATH", ""), workdir):
             message = f'exec: "{argv[0]}": executable file not found in $PATH\n'
             return RunResult(127, "", message, time.monotonic() - started, message, image,
-                             platform, shown, where, emulated, False, limit)
+                             platform, shown, where, emulated, False, limit, cpu_model=model)
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.cache_dir))
         group = _MemoryCgroup.create(f"pytest-multiarch-{self.session.id}-{uuid.uuid4().hex[:8]}",
                                      parse_mem_limit(limit))
@@ -403,14 +421,18 @@ class RootfsRunner:
                          "lower": str(tree.path), "upper": str(scratch / "upper"),
                          "work": str(scratch / "work"), "merged": str(scratch / "merged"),
                          "dev": list(_DEV_NODES), "workdir": workdir, "argv": argv,
-                         "env": merged_env}
+                         # binfmt_misc's qemu takes its CPU model from QEMU_CPU.
+                         "env": {**({"QEMU_CPU": model} if emulated and model else {}),
+                                 **merged_env}}
                 nxt = [shutil.which("unshare") or "unshare", "--mount", "--pid", "--fork",
                        "--kill-child", sys.executable, "-c", _LAUNCHER, json.dumps(inner)]
             else:
                 (scratch / "tmp").mkdir(mode=0o1777)
                 nxt = [shutil.which("proot") or "proot"]
                 if emulated:
-                    nxt += ["-q", shutil.which(qemu) or qemu]
+                    # proot splits -q's value into the emulator's argv.
+                    nxt += ["-q", " ".join([shutil.which(qemu) or qemu,
+                                            *(["-cpu", model] if model else [])])]
                 nxt += ["-r", str(tree.path), "-w", workdir, "-b", "/dev", "-b", "/proc",
                         "-b", "/sys", "-b", f"{scratch / 'tmp'}:/tmp", *argv]
             outer = {"stage": "host", "next": nxt,
@@ -449,8 +471,19 @@ class RootfsRunner:
         extra = {"qemu_version": binfmt.qemu_version(platform) or ""} if (
             emulated and code != 0 and "qemu" in stderr) else {}
         result = RunResult(code, stdout, stderr, time.monotonic() - started, stdout + stderr,
-                           image, platform, shown, where, emulated, oom, limit, status, extra)
+                           image, platform, shown, where, emulated, oom, limit, status, extra,
+                           model)
         classified = classify(result)
+        if isinstance(classified, IllegalInstruction) and cpu_model is None:
+            newest = cpu.max_model(platform)
+            if newest != model:
+                try:
+                    again: RunResult | None = self.run(image, platform, cmd, env=env,
+                                                       timeout=timeout, mem_limit=limit,
+                                                       cpu_model=newest)
+                except RunnerError as exc:
+                    again = RunResult(1, "", str(exc), 0.0, platform=platform)
+                classified = with_max_verdict(classified, again)
         if classified is not None:
             raise classified
         return result
