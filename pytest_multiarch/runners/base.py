@@ -357,13 +357,14 @@ def with_max_verdict(error: RunnerError, result_under_max: RunResult | None) -> 
     if not isinstance(error, IllegalInstruction) or result_under_max is None:
         return error
     original = error
+    newest = result_under_max.cpu_model or "its default"
     # Rebuild the message from the first run's facts, adding the verdict of the second.
     again = IllegalInstruction(
         str(original)
-        + (" The same command exits 0 under qemu's max CPU model: the CPU level is the cause."
-           if result_under_max.ok else
-           f" It fails under qemu's max CPU model too (exit {result_under_max.exit_code}), so "
-           "the cause may be elsewhere.")
+        + (f" The same command exits 0 under qemu's newest CPU model ({newest}): the CPU level is "
+           "the cause." if result_under_max.ok else
+           f" It fails under qemu's newest CPU model ({newest}) too (exit "
+           f"{result_under_max.exit_code}), so the cause may be elsewhere.")
     )
     for attr in ("arch", "digest", "cpu_model", "level", "logs"):
         setattr(again, attr, getattr(original, attr))

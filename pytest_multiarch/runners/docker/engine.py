@@ -357,6 +357,10 @@ class EngineRunner:
             # Always under emulation: a qemu that takes SIGILL as PID 1 hangs the container.
             "init": emulated or bool(self.init),
         }
+        if platform.engine_platform != str(platform):
+            # A level variant (arm64/v8.2): Docker 20.10 stores the image as linux/arm64/v8.2 and
+            # refuses a container of it for "linux/arm64"; by digest it needs no platform at all.
+            del kwargs["platform"]
         if argv is not None:
             kwargs["command"] = list(argv)
         if self.ulimits is not None:
