@@ -76,7 +76,8 @@ def make_default_runner(state: _State, platform: Platform) -> Runner:
     if url is not None:
         from pytest_multiarch.runners.docker.engine import EngineRunner, reap_stale
 
-        runner = EngineRunner(url, named_arch=platform, session=session, mem_limit=cfg.mem_limit)
+        runner = EngineRunner(url, named_arch=platform, session=session, mem_limit=cfg.mem_limit,
+                              **_cpus(cfg))
         reap_stale(runner)  # leftovers of a crashed earlier session on that engine
         return runner
     engine = str(cfg.engine.value)
@@ -99,7 +100,15 @@ def rootfs_runner(state: _State, platform: Platform, session: Session | None = N
     cache = cfg.cache_dir / "rootfs" if cfg.cache_dir is not None else None
     return RootfsRunner(registry=state.registry(), cache_dir=cache, platform=platform,
                         session=session or Session.new(state.session_id),
-                        mem_limit=cfg.mem_limit)
+                        mem_limit=cfg.mem_limit, **_cpus(cfg))
+
+
+def _cpus(cfg: Any) -> dict[str, Any]:
+    """The runners' CPU-model arguments from ``--arch-cpu`` (absent in older settings)."""
+    chosen = getattr(cfg, "arch_cpus", None)
+    if chosen is None:
+        return {}
+    return {"cpu_models": chosen.value, "cpu_source": chosen.source}
 
 
 def _engine_runner(state: _State, choice: EngineChoice, platform: Platform, session: Session,
@@ -116,7 +125,8 @@ def _engine_runner(state: _State, choice: EngineChoice, platform: Platform, sess
         url = service.acquire()
     try:
         runner = EngineRunner(url, platform=platform, session=session,
-                              mem_limit=state.cfg.mem_limit, connect_timeout=connect_timeout)
+                              mem_limit=state.cfg.mem_limit, connect_timeout=connect_timeout,
+                              **_cpus(state.cfg))
     except BaseException:
         if service is not None:
             service.release()

@@ -48,6 +48,8 @@ class ArchInfoLine:
     how: str = "emulated"  # "native", "emulated", "native on HOST", "unavailable: …"
     emulation_factor: float | None = None
     wall_time: float = 0.0
+    #: The qemu CPU model an emulated arch ran on (None: native or not known).
+    cpu_model: str | None = None
 
 
 @dataclass(slots=True)
@@ -138,7 +140,8 @@ class Matrix:
                 f", emulation factor {info.emulation_factor:.1f}x"
                 if info.emulation_factor is not None else ""
             )
-            lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
+            model = f" on cpu {info.cpu_model}" if info.cpu_model else ""
+            lines.append(f"{arch}: {info.how}{model}{factor}, {info.wall_time:.1f}s in its tests "
                          "(setup, call and teardown)")
         return lines
 
@@ -167,6 +170,7 @@ class Matrix:
                     if a in self.arch_lines else None,
                     "wall_time": round(self.arch_lines[a].wall_time, 3)
                     if a in self.arch_lines else 0.0,
+                    "cpu_model": self.arch_lines[a].cpu_model if a in self.arch_lines else None,
                     "totals": totals.get(a, {}),
                 }
                 for a in self.archs

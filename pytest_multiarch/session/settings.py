@@ -43,3 +43,5 @@ class MultiarchConfig:
     insecure_registries: tuple[str, ...] = ()
     cache_dir: Path | None = None
     reference_arch: Platform | None = None
+    #: --arch-cpu overrides: arch (or arch/variant) → qemu CPU model, checked against this qemu.
+    arch_cpus: Sourced[dict[str, str]] = field(default_factory=lambda: Sourced({}, "default"))

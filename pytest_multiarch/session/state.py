@@ -18,6 +18,7 @@ from pytest_multiarch.platforms import Platform
 from pytest_multiarch.session.report import Matrix
 
 if TYPE_CHECKING:
+    from pytest_multiarch.host import cpu
     from pytest_multiarch.oci.registry import RegistryClient
     from pytest_multiarch.runners.base import Runner
     from pytest_multiarch.session.settings import MultiarchConfig
@@ -94,6 +95,9 @@ class State:
 
         check = binfmt.preflight(plat)
         if check.ok:
+            choice = self.cpu_choice(plat)
+            if choice is not None:
+                self.matrix.line(plat.arch_name).cpu_model = choice.shown
             return ArchStatus(True, "emulated")
         return ArchStatus(False, f"unavailable: {check.reason}", check.reason, check.fix)
 
@@ -121,9 +125,21 @@ class State:
                 factor = f" (emulation {known:.1f}x)" if known else ""
                 parts.append(f"{plat.arch_name} {'ok' if st.ok else 'MISSING'}{factor}")
         lines.append("multiarch: binfmt: " + ", ".join(parts))
+        cpus = [c.describe() for p in self.archs if (c := self.cpu_choice(p)) is not None]
+        if cpus:
+            lines.append("multiarch: cpu: " + ", ".join(cpus))
         if self.cfg.images:
             lines.append("multiarch: images: " + ", ".join(self.cfg.images))
         return lines
+
+    def cpu_choice(self, plat: Platform) -> cpu.CpuChoice | None:
+        """The qemu CPU model *plat* is emulated on, or None when it runs natively."""
+        from pytest_multiarch.host import binfmt, cpu
+
+        if plat in self.cfg.arch_hosts or binfmt.is_native(plat):
+            return None
+        chosen = self.cfg.arch_cpus
+        return cpu.choose(plat, chosen.value, chosen.source)
 
     def _known_emulation_factor(self, plat: Platform) -> float | None:
         """The factor measured for *plat* by an earlier session (cached per qemu version)."""
@@ -133,8 +149,10 @@ class State:
         from pytest_multiarch.runners import emulation
 
         cache = self.cache_subdir("emulation")
+        choice = self.cpu_choice(plat)
         path = emulation.cache_file(cache or emulation.default_cache_dir(), plat,
-                                    binfmt.qemu_version(plat))
+                                    binfmt.qemu_version(plat),
+                                    cpu_model=choice.model if choice is not None else "")
         try:
             factor = json.loads(path.read_text())["factor"]
         except (OSError, ValueError, KeyError, TypeError):
