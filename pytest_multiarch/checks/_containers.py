@@ -50,6 +50,18 @@ def time_factor(client: Any, platform: Platform, emulation_factor: float | None)
     return DEFAULT_EMULATION_FACTOR if emulation_factor is None else max(1.0, emulation_factor)
 
 
+def emulation_options(client: Any, platform: Platform,
+                      cpu_models: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What ``containers.create`` needs for an emulated *platform*: an init as PID 1 (a qemu
+    that takes SIGILL as PID 1 hangs the container) and ``QEMU_CPU``, the qemu CPU model of its
+    level or of ``--arch-cpu`` (*cpu_models*).  Nothing for the engine's own arch."""
+    from pytest_multiarch.host import cpu
+
+    if platform.architecture == engine_platform(client).architecture:
+        return {}
+    return {"init": True, "environment": cpu.choose(platform, cpu_models).env}
+
+
 def ensure_image(client: Any, ref: str, platform: Platform) -> None:
     """Pull ``ref`` unless the engine has it; a pinned ``repo@sha256:`` ref names one variant."""
     import docker.errors
@@ -57,7 +69,7 @@ def ensure_image(client: Any, ref: str, platform: Platform) -> None:
     try:
         client.images.get(ref)
     except docker.errors.ImageNotFound:
-        client.images.pull(ref, platform=str(platform))
+        client.images.pull(ref, platform=platform.engine_platform)
 
 
 def put_files(container: Any, files: Mapping[str, bytes], mode: int = 0o644) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ import pymysql
 
 from pytest_multiarch.checks._containers import (
     Deadline,
+    emulation_options,
     ensure_image,
     exit_problem,
     labels,
@@ -226,14 +227,17 @@ def start_mariadb(
     mem_limit: str = DEFAULT_MEM_LIMIT,
     root_password: str | None = None,
     wait: bool = True,
+    cpu_models: Mapping[str, str] | None = None,
 ) -> MariaDBServer:
-    """Create, configure and start a MariaDB container (``created`` gets it, for clean-up)."""
+    """Create, configure and start a MariaDB container (``created`` gets it, for clean-up);
+    emulated, it runs on its level's qemu CPU model (or *cpu_models*' ``--arch-cpu`` one)."""
     ensure_image(client, image, platform)
     password = root_password or secrets.token_hex(12)
     container = client.containers.create(
         image,
         entrypoint=["/bin/sh", "-c", _START],
-        platform=str(platform),
+        platform=platform.engine_platform,
+        **emulation_options(client, platform, cpu_models),
         name=f"pma-{session_id}-{role}-{secrets.token_hex(3)}",
         labels=labels(session_id, role, platform),
         mem_limit=mem_limit,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -497,6 +497,7 @@ def replication_pair(
     refuse_replication_user: bool = False,
     mem_limit: str = DEFAULT_MEM_LIMIT,
     seed: int = 0,
+    cpu_models: Mapping[str, str] | None = None,
 ) -> Iterator[ReplicationPair]:
     """Start a primary (``primary_image`` on ``primary_platform``) and a replica, configure GTID
     replication and wait until it runs; yield a :class:`ReplicationPair`.
@@ -539,6 +540,7 @@ def replication_pair(
             server_id=1,
             accounts=repl,
             wait=False,
+            cpu_models=cpu_models,
         )
         replica = start_mariadb(
             client,
@@ -553,6 +555,7 @@ def replication_pair(
             time_factor=time_factor(client, r_plat, emulation_factor),
             server_id=2,
             wait=False,
+            cpu_models=cpu_models,
         )
         primary.wait_ready()
         replica.wait_ready()

@@ -28,6 +28,7 @@ import requests
 from pytest_multiarch.checks._containers import (
     Deadline,
     as_platform,
+    emulation_options,
     ensure_image,
     exit_problem,
     labels,
@@ -157,6 +158,7 @@ def rest_service(
     extra_env: Mapping[str, str] | None = None,
     mem_limit: str = SERVICE_MEM_LIMIT,
     db_mem_limit: str = DEFAULT_MEM_LIMIT,
+    cpu_models: Mapping[str, str] | None = None,
 ) -> Iterator[RestService]:
     """Start the service for ``platform`` (and MariaDB for ``db_platform``, default the same) on
     a private labelled network, wait until ``GET health_path`` answers 200, yield the
@@ -198,6 +200,7 @@ def rest_service(
                 accounts=[Account("service", password, (f"ALL ON `{DB_NAME}`.*",))],
                 databases=[DB_NAME],
                 mem_limit=db_mem_limit,
+                cpu_models=cpu_models,
             )
         ensure_image(client, service_image, plat)
         env = {
@@ -209,12 +212,14 @@ def rest_service(
             f"{env_prefix}LISTEN_PORT": str(service_port),
             **(extra_env or {}),
         }
+        emulated = emulation_options(client, plat, cpu_models)
         container = client.containers.create(
             service_image,
-            platform=str(plat),
+            platform=plat.engine_platform,
             name=f"pma-{session_id}-service-{secrets.token_hex(3)}",
             labels=labels(session_id, "service", plat),
-            environment=env,
+            environment={**emulated.pop("environment", {}), **env},
+            **emulated,
             mem_limit=mem_limit,
             memswap_limit=mem_limit,
             ports={f"{service_port}/tcp": ("127.0.0.1", None)},

@@ -263,6 +263,7 @@ def multiarch_replication(
         primary_image=resolve_variant(state, database, primary).pinned,
         replica_image=resolve_variant(state, database, replica).pinned,
         session_id=state.session_id, emulation_factor=factor,
+        cpu_models=state.cfg.arch_cpus.value,
     )
     with pair as running:
         state.add_log_source(request.node.nodeid, running.logs)

@@ -196,6 +196,7 @@ def rest_service_for(
         service_image=resolve_variant(state, service, plat).pinned,
         db_image=resolve_variant(state, database, plat).pinned,
         session_id=state.session_id, emulation_factor=emulation_factor(state, database, plat),
+        cpu_models=state.cfg.arch_cpus.value,
     )
 
 
