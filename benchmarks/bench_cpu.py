@@ -69,12 +69,14 @@ def cpu_seconds(qemu: str, model: str, binary: Path, iterations: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bench_models(repeat: int, iterations: int) -> bool:
+def bench_models(repeat: int, iterations: int, only: list[str]) -> bool:
     print(f"CPU-bound loop ({iterations} shell iterations), CPU seconds, median of {repeat}:")
     print(f"{'arch':10} {'max':>14} {'baseline':>22} {'ratio':>7}  target <= 1.10")
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
         for name, dpkg in ARCHES.items():
+            if only and name not in only:
+                continue
             plat = Platform.parse(name)
             binary = busybox(dpkg, Path(tmp))
             qemu = cpu.qemu_binary(plat)
@@ -85,8 +87,11 @@ def bench_models(repeat: int, iterations: int) -> bool:
                 bases.append(cpu_seconds(qemu, base, binary, iterations))
             m, b = statistics.median(maxes), statistics.median(bases)
             ratio = b / m
-            verdict = "ok" if ratio <= 1.10 else "OVER"
-            ok = ok and ratio <= 1.10
+            if base == newest:  # s390x runs on max: the row measures this machine's noise
+                verdict = "same model: noise control"
+            else:
+                verdict = "ok" if ratio <= 1.10 else "OVER"
+                ok = ok and ratio <= 1.10
             print(f"{name:10} {newest or 'default':>8} {m:5.2f}s {base or 'default':>15} "
                   f"{b:5.2f}s {ratio:6.2f}x  {verdict}")
     return ok
@@ -135,9 +140,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=300_000)
+    parser.add_argument("--arch", action="append", default=[], help="Only this arch (repeatable)")
+    parser.add_argument("--skip-classify", action="store_true")
     args = parser.parse_args()
-    models_ok = bench_models(args.repeat, args.iterations)
-    classify_ok = bench_classify()
+    models_ok = bench_models(args.repeat, args.iterations, args.arch)
+    classify_ok = True if args.skip_classify else bench_classify()
     print(f"\nmodel cost target: {'met' if models_ok else 'MISSED'}; classification: "
           f"{'no timeout waited' if classify_ok else 'SLOW'}")
     return 0 if models_ok and classify_ok else 1
