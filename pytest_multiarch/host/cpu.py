@@ -207,3 +207,59 @@ def check_model(platform: Platform, model: str, *, what: str = "--arch-cpu") -> 
             f"{model!r}; it has: {', '.join(models)}"
         )
     return model if model in models else model.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class HostCpu:
+    """A native host's CPU, read from its ``/proc/cpuinfo``: a name and the level it reaches."""
+
+    name: str
+    platform: Platform  # the arch at the level this CPU implements (arm64/v8.2, amd64/v3 …)
+
+    def newer_than(self, promised: Platform) -> bool:
+        """Whether this CPU implements more than *promised*: a pass here does not cover the
+        older machines the platform also promises to run on."""
+        return self.platform.level > promised.level >= 0
+
+
+# Arm's "CPU part" numbers (implementer 0x41) of cores people deploy on.
+_ARM_PARTS = {0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55",
+              0xD07: "Cortex-A57", 0xD08: "Cortex-A72", 0xD0B: "Cortex-A76",
+              0xD0C: "Neoverse-N1", 0xD40: "Neoverse-V1", 0xD49: "Neoverse-N2",
+              0xD4F: "Neoverse-V2"}
+_X86_LEVELS = (("v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+               ("v3", {"avx2", "bmi1", "bmi2", "fma", "movbe", "abm"}),
+               ("v2", {"sse4_2", "popcnt", "ssse3", "cx16", "lahf_lm"}))
+
+
+def describe_cpuinfo(text: str, arch: Platform) -> HostCpu:
+    """What a Linux ``/proc/cpuinfo`` says about the first CPU (the name and the level its
+    feature flags reach; the baseline when they say nothing we know)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() not in fields:
+            fields[key.strip().lower()] = value.strip()
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    level = ""
+    if arch.architecture == "amd64":
+        level = next((lv for lv, need in _X86_LEVELS if need <= flags), "")
+        name = fields.get("model name", "x86-64")
+    elif arch.architecture == "arm64":
+        if "sve2" in flags:
+            level = "v9.0"
+        elif {"ilrcpc", "flagm", "dit"} <= flags:
+            level = "v8.4"
+        elif "atomics" in flags and ({"dcpop", "asimddp"} & flags):
+            level = "v8.2"
+        elif "atomics" in flags:
+            level = "v8.1"
+        try:
+            part = _ARM_PARTS.get(int(fields.get("cpu part", ""), 16), "")
+        except ValueError:
+            part = ""
+        name = part or f"arm64 CPU part {fields.get('cpu part', '?')}"
+    else:
+        name = fields.get("cpu") or fields.get("model name") or fields.get("processor", "?")
+    return HostCpu(name, Platform.from_parts(arch.os, arch.architecture, level)
+                   if level else Platform(arch.os, arch.architecture, arch.variant))

@@ -125,9 +125,31 @@ def run_variant(
         enriched = ExecFormatError(f"{exc} The static audit says: {hint}")
         enriched.logs = exc.logs
         raise enriched from None
+    _note_host_cpu(state, resolved.pinned, plat)
     if check:
         check_runs(result)
     return result, resolved.digest
+
+
+def _note_host_cpu(state: State, image: str, plat: Platform) -> None:
+    """Once per ``--arch-host`` arch: read the native engine's CPU, name it in the matrix and
+    say when it is newer than the level under test (a pass there does not cover older CPUs)."""
+    if plat not in state.cfg.arch_hosts or plat in state.host_cpus:
+        return
+    runner = state.runner(plat)
+    read = getattr(runner, "host_cpu", None)
+    found = read(image, plat) if read is not None else None
+    state.host_cpus[plat] = found
+    if found is None:
+        return
+    state.matrix.line(plat.arch_name).cpu_model = f"{found.name} ({found.platform.arch_name})"
+    if found.newer_than(plat):
+        state.summary_lines.append(
+            f"multiarch: {plat.arch_name} ran natively on {found.name}, which implements "
+            f"{found.platform}: newer than {plat} promises, so a pass there does not cover the "
+            f"older machines; emulate them too (--arch={plat.arch_name} without --arch-host, "
+            "or --arch-cpu) to catch code built for a newer CPU"
+        )
 
 
 def start_variant(

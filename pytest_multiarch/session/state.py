@@ -62,6 +62,8 @@ class State:
     sources: dict[str, Any] = field(default_factory=dict)
     #: measured emulation factor per platform (1.0 native)
     emulation: dict[Platform, float] = field(default_factory=dict)
+    #: the CPU of each --arch-host engine, read once (None: could not be read)
+    host_cpus: dict[Platform, Any] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull
     layout_runners: dict[Platform, Runner] = field(default_factory=dict)
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)

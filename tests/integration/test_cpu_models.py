@@ -183,3 +183,24 @@ def test_gate_with_arch_cpu_override_passes_on_the_model_with_the_feature(
                   "--arch-cpu=arm64=cortex-a76")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["multiarch: cpu: arm64=cortex-a76 (option)"])
+
+
+def test_native_host_cpu_is_read_once_and_a_newer_one_is_said(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    # The engine on tcp://127.0.0.1:2375 is a real native amd64 host (this x86-64-v3+ machine).
+    corpus = json.loads((STATE / "corpus.json").read_text())
+    report = tmp_path / "r.json"
+    result = gate(pytester, f"--multiarch-image={corpus['busybox']['ref']}", "--arch=amd64",
+                  "--arch-host=amd64=tcp://127.0.0.1:2375", f"--multiarch-report={report}")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines([
+        "multiarch: amd64 ran natively on *, which implements linux/amd64/v*: newer than "
+        "linux/amd64 promises, so a pass there does not cover the older machines*",
+    ])
+    assert "multiarch: cpu:" not in result.stdout.str()  # nothing emulated
+    model = json.loads(report.read_text())["archs"]["amd64"]["cpu_model"]
+    host_name = next(line.split(":", 1)[1].strip() for line in
+                     Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    assert model.startswith(f"{host_name} (amd64/v")

@@ -159,3 +159,36 @@ def test_x86_isa_needed_from_the_header_bytes(tmp_path: Path) -> None:
     assert baseline.cpu_level == ""
     assert cpulevel.exceeds(P("amd64"), "v3")
     assert not cpulevel.exceeds(P("amd64/v3"), "v3")
+
+
+def test_this_hosts_cpuinfo_gives_its_x86_level() -> None:
+    text = Path("/proc/cpuinfo").read_text()
+    found = cpu.describe_cpuinfo(text, P("amd64"))
+    flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split())
+    assert found.platform.level >= (2 if {"avx2", "bmi2", "fma"} <= flags else 0)
+    assert found.newer_than(P("amd64")) == (found.platform.level > 0)
+    assert found.name == next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                              if line.startswith("model name"))
+
+
+# The first lines of a Raspberry Pi 4's /proc/cpuinfo (Cortex-A72), as the kernel prints them:
+# no native arm64 host exists here, so this text stands in for one.
+PI4_CPUINFO = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x0
+CPU part\t: 0xd08
+"""
+
+
+def test_arm64_cpuinfo_names_the_core_and_its_level() -> None:
+    pi4 = cpu.describe_cpuinfo(PI4_CPUINFO, P("arm64"))
+    assert (pi4.name, str(pi4.platform), pi4.newer_than(P("arm64"))) == (
+        "Cortex-A72", "linux/arm64", False)
+    n1 = cpu.describe_cpuinfo(PI4_CPUINFO.replace("crc32 cpuid", "crc32 atomics dcpop cpuid")
+                              .replace("0xd08", "0xd0c"), P("arm64"))
+    assert (n1.name, str(n1.platform), n1.newer_than(P("arm64"))) == (
+        "Neoverse-N1", "linux/arm64/v8.2", True)
+    assert not n1.newer_than(P("arm64/v8.2"))

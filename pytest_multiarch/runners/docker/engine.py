@@ -272,6 +272,17 @@ class EngineRunner:
             return None
         return cpu.choose(platform, self.cpu_models, self.cpu_source)
 
+    def host_cpu(self, image: str, platform: Platform) -> cpu.HostCpu | None:
+        """A native engine's CPU, from ``/proc/cpuinfo`` in a tiny container of *image* (by
+        digest); None when emulated or when the image cannot show it (no ``cat``)."""
+        if self.is_emulated(platform):
+            return None
+        try:
+            result = self.run(image, platform, ["cat", "/proc/cpuinfo"], timeout=60)
+        except MultiarchError:
+            return None
+        return cpu.describe_cpuinfo(result.stdout, platform) if result.ok else None
+
     # -- images -------------------------------------------------------------------------------
 
     def ensure_image(self, image: str, platform: Platform) -> None:
