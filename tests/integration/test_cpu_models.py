@@ -22,6 +22,7 @@ from pytest_multiarch import IllegalInstruction
 from pytest_multiarch.oci.registry import RegistryClient
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Session
+from pytest_multiarch.runners.detect import PodmanService
 from pytest_multiarch.runners.docker.engine import EngineRunner
 from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 
@@ -204,3 +205,26 @@ def test_native_host_cpu_is_read_once_and_a_newer_one_is_said(
                      Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name"))
     assert model.startswith(f"{host_name} (amd64/v")
+
+
+def test_podman_engine_runs_on_the_model_too(cpu_corpus: dict[str, Any]) -> None:
+    service = PodmanService()
+    url = service.acquire()  # a private `podman system service` for this test
+    try:
+        image, plat = pinned(cpu_corpus, "lse", "linux/arm64"), Platform.parse("arm64")
+        runner = EngineRunner(url, session=Session.new())
+        try:
+            assert runner.is_podman
+            with pytest.raises(IllegalInstruction) as info:
+                runner.run(image, plat, timeout=120)
+            assert info.value.cpu_model == "cortex-a72"
+            assert info.value.passes_under_max is True
+        finally:
+            runner.close()
+        fixed = EngineRunner(url, session=Session.new(), cpu_models={"arm64": "cortex-a76"})
+        try:
+            assert fixed.run(image, plat, timeout=120).exit_code == 0
+        finally:
+            fixed.close()
+    finally:
+        service.release()
