@@ -10,9 +10,13 @@ ARCHS ?= amd64,arm64,s390x
 provision:
 	scripts/provision-host
 
+ACTIONLINT ?= $(VENV)/bin/actionlint
+WORKFLOWS := $(wildcard example_project/.github/workflows/*.yml)
+
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(ACTIONLINT) $(WORKFLOWS)
 
 test-unit:
 	$(PYTEST) tests/unit -q

@@ -5,27 +5,36 @@ For each image × arch it adds four checks, run in this order, the arch in their
 * ``platform``  — the index has an entry for the arch;
 * ``config``    — the variant's config says the same os/architecture/variant as its index entry;
 * ``binaries``  — the static audit: entrypoint, loader and every ELF file are for the arch;
-* ``smoke``     — the variant's default command (or ``--multiarch-smoke-cmd``) runs.
+* ``smoke``     — the variant's default command (or ``--multiarch-smoke-cmd``) runs: it exits 0,
+  or is still running after ``--multiarch-smoke-timeout`` seconds times the emulation factor
+  (a service that started and stays up).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import MultiarchError, PlatformNotInIndex
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.session import images
 
 if TYPE_CHECKING:
     from pytest_multiarch.session.state import State
 
-CHECKS = ("platform", "config", "binaries", "smoke")
-
-
-class GateCheckFailed(MultiarchError):
-    """A generated gate check did not pass."""
+#: check name -> the function that runs it (returns the variant digest), in run order
+CHECKS: Mapping[str, Callable[[State, str, Platform], str]] = {
+    "platform": images.gate_platform,
+    "config": images.gate_config,
+    "binaries": images.gate_binaries,
+    "smoke": images.gate_smoke,
+}
+#: user property of a gate item carrying a line for the summary (also across xdist workers)
+NOTE_PROPERTY = "multiarch_note"
+#: checks that only read the image: never skipped for a missing emulator
+STATIC_CHECKS = frozenset({"platform", "config", "binaries"})
 
 
 class MultiarchGate(pytest.Collector):
@@ -48,9 +57,6 @@ class GateItem(pytest.Item):
         self._state = state
 
     def runtest(self) -> None:
-        from pytest_multiarch.errors import PlatformNotInIndex
-        from pytest_multiarch.session import images
-
         if self.check != "platform":
             # Only the platform check reports a missing variant; the others have nothing to check.
             try:
@@ -59,10 +65,13 @@ class GateItem(pytest.Item):
                 pytest.skip(
                     f"no {self.multiarch_platform} variant to check: the platform check fails"
                 )
-        run: Callable[[State, str, Platform], str] = getattr(images, f"gate_{self.check}")
-        digest = run(self._state, self.multiarch_image, self.multiarch_platform)
+        digest = CHECKS[self.check](self._state, self.multiarch_image, self.multiarch_platform)
         if digest:
             self._state.digests[self.nodeid] = digest
+        note = self._state.notes.pop((self.multiarch_image, self.multiarch_platform.arch_name),
+                                     None)
+        if note:
+            self.user_properties.append((NOTE_PROPERTY, note))
 
     def repr_failure(
         self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
@@ -91,7 +100,7 @@ def make_gate_items(session: pytest.Session, state: State) -> list[pytest.Item]:
                     gate, name=f"{check}[{plat.arch_name}]", check=check, image=image,
                     platform=plat, state=state,
                 )
-                if check in ("platform", "config", "binaries"):
+                if check in STATIC_CHECKS:
                     # Static checks need no emulator: they must not be skipped for a missing one.
                     item.add_marker(pytest.mark.multiarch_static)
                 items.append(item)

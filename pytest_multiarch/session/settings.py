@@ -15,6 +15,8 @@ T = TypeVar("T")
 
 ENGINES = ("auto", "docker", "podman", "rootfs")
 DEFAULT_MEM_LIMIT = "512m"
+#: Native seconds the gate's smoke command runs before it counts as a service that stays up.
+DEFAULT_SMOKE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,5 +45,10 @@ class MultiarchConfig:
     insecure_registries: tuple[str, ...] = ()
     cache_dir: Path | None = None
     reference_arch: Platform | None = None
+    #: ``--multiarch-gate-only``: no test files are collected, only the generated gate runs
+    gate_only: bool = False
+    smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT
+    #: why ``--multiarch-cache-dir`` cannot be used (the run goes on without a cache), or ""
+    cache_problem: str = ""
     #: --arch-cpu overrides: arch (or arch/variant) → qemu CPU model, checked against this qemu.
     arch_cpus: Sourced[dict[str, str]] = field(default_factory=lambda: Sourced({}, "default"))

@@ -150,7 +150,7 @@ def test_gate_fails_plain_arm64_needing_v8_1_naming_cortex_a72(
         "arm64: emulated on cpu cortex-a72*",
     ])
     doc = json.loads(report.read_text())
-    assert doc["archs"]["arm64"]["cpu_model"] == "cortex-a72"
+    assert doc["archs"]["arm64"]["run"]["cpu_model"] == "cortex-a72"
 
 
 def test_gate_passes_the_same_binary_published_as_arm64_v8_2(
@@ -200,7 +200,7 @@ def test_native_host_cpu_is_read_once_and_a_newer_one_is_said(
         "linux/amd64 promises, so a pass there does not cover the older machines*",
     ])
     assert "multiarch: cpu:" not in result.stdout.str()  # nothing emulated
-    model = json.loads(report.read_text())["archs"]["amd64"]["cpu_model"]
+    model = json.loads(report.read_text())["archs"]["amd64"]["run"]["cpu"]
     host_name = next(line.split(":", 1)[1].strip() for line in
                      Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name"))
