@@ -50,5 +50,8 @@ class MultiarchConfig:
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT
     #: why ``--multiarch-cache-dir`` cannot be used (the run goes on without a cache), or ""
     cache_problem: str = ""
+    # Bounds of an unpacked rootfs (runners/rootfs/unpack.py); None: that module's defaults.
+    unpack_max_bytes: Sourced[int] | None = None
+    unpack_max_files: Sourced[int] | None = None
     #: --arch-cpu overrides: arch (or arch/variant) → qemu CPU model, checked against this qemu.
     arch_cpus: Sourced[dict[str, str]] = field(default_factory=lambda: Sourced({}, "default"))

@@ -63,7 +63,12 @@ from pytest_multiarch.runners.base import (
     short_cmd,
     with_max_verdict,
 )
-from pytest_multiarch.runners.rootfs.unpack import remove_tree, resolve_in_root, unpack_layers
+from pytest_multiarch.runners.rootfs.unpack import (
+    UnpackLimits,
+    remove_tree,
+    resolve_in_root,
+    unpack_layers,
+)
 
 MODES = ("auto", "proot", "chroot")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -227,9 +232,11 @@ class RootfsRunner:
         platform: Platform | None = None,
         session: Session | None = None,
         mem_limit: str = DEFAULT_MEM_LIMIT,
+        unpack_limits: UnpackLimits | None = None,
         cpu_models: Mapping[str, str] | None = None,
         cpu_source: str = "option",
     ) -> None:
+        self.unpack_limits = unpack_limits or UnpackLimits()
         if mode not in MODES:
             raise UsageError(f"rootfs mode {mode!r}; valid: {', '.join(MODES)}")
         self.registry = registry
@@ -273,7 +280,8 @@ class RootfsRunner:
                 try:
                     unpack_layers(
                         (source.open_blob(variant_ref, layer) for layer in resolved.layers),
-                        tmp / "rootfs",
+                        tmp / "rootfs", limits=self.unpack_limits,
+                        digests=[layer.digest for layer in resolved.layers],
                     )
                     meta = {"digest": resolved.digest, "platform": str(platform),
                             "config": dict(resolved.config), "image": image}
