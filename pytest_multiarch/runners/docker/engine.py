@@ -150,6 +150,9 @@ class EngineRunner:
         # model of their platform's level (host.cpu.DEFAULTS).
         self.cpu_models = dict(cpu_models or {})
         self.cpu_source = cpu_source
+        #: Set by the factory for its own podman service, whose registries.conf marks loopback
+        #: and --multiarch-insecure-registry hosts insecure (podman.registries_conf).
+        self.managed_registries = False
         self._tunnel: SSHTunnel | None = None
         self._checked: set[tuple[str, Platform]] = set()
         self._closed = False
@@ -307,6 +310,10 @@ class EngineRunner:
                     ) from exc
                 registry = image.split("/", 1)[0]
                 insecure = (
+                    "this podman service was started by pytest-multiarch with loopback and "
+                    "--multiarch-insecure-registry hosts marked insecure; another plain-HTTP "
+                    "registry needs --multiarch-insecure-registry=HOST."
+                    if self.is_podman and self.managed_registries else
                     f"podman needs every plain-HTTP registry, loopback too, marked insecure: "
                     f'[[registry]] location="{registry}" insecure=true in a file under '
                     "/etc/containers/registries.conf.d/ on the engine's host."
