@@ -79,6 +79,19 @@ class EmulatorCrash(RunnerError):
     """qemu-user itself died (``qemu: uncaught target signal``)."""
 
 
+class IllegalInstruction(RunnerError):
+    """The program executed an instruction the CPU it ran on lacks (SIGILL): it was built for a
+    newer CPU than its platform promises."""
+
+    #: What the runner knew: the arch, the variant's digest, the CPU model, the level promised.
+    arch: str = ""
+    digest: str = ""
+    cpu_model: str = ""
+    level: str = ""
+    #: Whether the same command exited 0 under ``max`` (None: not tried).
+    passes_under_max: bool | None = None
+
+
 class OutOfMemory(RunnerError):
     """The container was killed by the kernel for exceeding its memory limit."""
 

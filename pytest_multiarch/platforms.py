@@ -104,6 +104,17 @@ def _build_index() -> dict[str, ArchInfo]:
 _BY_NAME = _build_index()
 _KNOWN_OSES = ("linux", "windows", "freebsd", "darwin", "unknown")
 
+#: Variant levels per arch, oldest first; "" is the arch without a variant (its baseline).
+LEVELS: dict[str, tuple[str, ...]] = {
+    "arm64": ("", *(f"v8.{n}" for n in range(1, 10)), *(f"v9.{n}" for n in range(6))),
+    "amd64": ("", "v2", "v3", "v4"),
+    "arm": ("v5", "v6", "v7", "v8"),
+}
+#: Arches whose levels fall back to older ones in matching (see Platform.match_rank).
+_ORDERED = ("arm64", "amd64")
+_LEVEL_ALIASES = {"arm64": {"v8": "", "v8.0": "", "v9": "v9.0"}, "amd64": {"v1": ""}}
+_NO_VARIANT = {"arm64": "v8 (= v8.0 = none)", "amd64": "v1 (= none)", "arm": ""}
+
 
 def valid_names() -> list[str]:
     """Canonical architecture names, for help texts and error messages."""
@@ -154,23 +165,31 @@ class Platform:
 
     @classmethod
     def from_parts(cls, os_name: str, architecture: str, variant: str = "") -> Platform:
-        """Normalize an (os, architecture, variant) triple as found in an OCI index or config."""
+        """Normalize an (os, architecture, variant) triple as found in an OCI index or config.
+
+        Level variants (arm64 ``v8.0``…``v9.5``, amd64 ``v1``…``v4``, arm ``v5``…``v8``) are
+        normalized (``v8``/``v8.0`` → none, ``v9`` → ``v9.0``, amd64 ``v1`` → none); an unknown
+        level of such an arch raises :class:`UnknownPlatformError` listing the valid ones.
+        """
         arch = architecture.lower()
         var = variant.lower()
-        if var:
-            info = _BY_NAME.get(f"{arch}/{var}")
-            if info is None:
-                base = arch_info(arch)  # raises for an unknown arch
-                if base.arch == "arm64" and var in ("v8", "v8.0"):
-                    info = base
-                elif base.arch == "arm" and var in ("v5", "v6", "v7", "v8"):
-                    # Keep an explicit ARM variant we have no row for (v5, v8) rather than lose it.
-                    return cls(os_name, "arm", var)
-                else:
-                    return cls(os_name, base.arch, var)
-        else:
+        if not var:
             info = arch_info(arch)
-        return cls(os_name, info.arch, info.variant)
+            return cls(os_name, info.arch, info.variant)
+        info_or_none = _BY_NAME.get(f"{arch}/{var}")
+        if info_or_none is not None and info_or_none.arch not in LEVELS:
+            return cls(os_name, info_or_none.arch, info_or_none.variant)
+        base = info_or_none or arch_info(arch)  # raises for an unknown arch
+        levels = LEVELS.get(base.arch)
+        if levels is None:
+            return cls(os_name, base.arch, var)  # an arch without levels: keep what it says
+        canonical = _LEVEL_ALIASES.get(base.arch, {}).get(var, var)
+        if canonical not in levels:
+            raise UnknownPlatformError(
+                f"unknown {base.arch} variant {variant!r}; valid levels: "
+                f"{', '.join(level or _NO_VARIANT[base.arch] for level in levels)}"
+            )
+        return cls(os_name, base.arch, canonical)
 
     @classmethod
     def host(cls) -> Platform:
@@ -187,17 +206,73 @@ class Platform:
         """The alias-table row of this platform's architecture."""
         return _BY_NAME.get(self.arch_name) or arch_info(self.architecture)
 
-    def satisfies(self, wanted: Platform) -> bool:
-        """Whether an image for this platform is what a user asking for *wanted* meant.
+    @property
+    def level(self) -> int:
+        """Position of this platform's variant in its arch's level order (0 = the baseline).
 
-        Both sides are normalized, so ``arm64/v8`` satisfies ``arm64`` and an ``arm`` entry with no
-        variant satisfies ``arm/v7``.  A v6 image does not satisfy ``arm`` (v7): v6 is accepted
-        only when asked for.
+        ``-1`` for a variant the order does not know (kept from an index as found).
         """
-        return self == wanted
+        levels = LEVELS.get(self.architecture)
+        if levels is None:
+            return 0 if not self.variant else -1
+        return levels.index(self.variant) if self.variant in levels else -1
+
+    @property
+    def engine_platform(self) -> str:
+        """What to hand a container engine: ``os/arch[/vN]`` without a dotted level.
+
+        Docker 20.10 refuses ``linux/arm64/v8.2`` ("platform specifier component must match
+        ^[A-Za-z0-9_-]+$") and older containerd knows no amd64 levels; we run by digest, so the
+        engine needs only the arch and we keep the level for ourselves.
+        """
+        if self.architecture in ("arm64", "amd64"):
+            return f"{self.os}/{self.architecture}"
+        return str(self)
+
+    def match_rank(self, wanted: Platform) -> int | None:
+        """How well an image for this platform serves a request for *wanted*: ``None`` for not
+        at all, 0 for an exact match, higher for an older level that still runs there.
+
+        containerd's ordered matching (``platforms.Only``): an ``arm64/v8.2`` request takes a
+        ``v8.2`` entry, else ``v8.1``, else ``v8.0`` (plain ``arm64``); ``v9.N`` falls back to
+        ``v9.0`` and then to ``v8.(N+5)``; amd64 ``v3`` takes ``v3``, ``v2``, ``v1``.  Unlike
+        containerd, arm does not fall back (an ``arm/v7`` request never takes a ``v6`` entry):
+        whether an arm/v7 variant is published is what a user asking for arm/v7 wants to know.
+        """
+        if self.os != wanted.os or self.architecture != wanted.architecture:
+            return None
+        if self.variant == wanted.variant:
+            return 0
+        if self.architecture not in _ORDERED or self.level < 0 or wanted.level < 0:
+            return None
+        order = _fallbacks(wanted)
+        return order.index(self.variant) if self.variant in order else None
 
     def __str__(self) -> str:
         return f"{self.os}/{self.arch_name}"
+
+
+def _fallbacks(wanted: Platform) -> list[str]:
+    """The variants that serve *wanted*, best first (containerd's order)."""
+    levels = LEVELS[wanted.architecture]
+    if wanted.architecture != "arm64" or not wanted.variant.startswith("v9"):
+        return list(reversed(levels[: wanted.level + 1]))
+    minor = int(wanted.variant.split(".")[1])
+    nines = [f"v9.{n}" for n in range(minor, -1, -1)]
+    eights = [f"v8.{n}" for n in range(min(minor + 5, 9), 0, -1)]
+    return [*nines, *eights, ""]
+
+
+def best_match(candidates: Iterable[Platform], wanted: Platform) -> int | None:
+    """Index of the candidate that serves *wanted* best (exact first, then containerd's order;
+    the first of equals), or ``None``."""
+    best: tuple[int, int] | None = None
+    for position, plat in enumerate(candidates):
+        rank = plat.match_rank(wanted)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, position)
+    return None if best is None else best[1]
+
 
 
 def parse_arch_list(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from pytest_multiarch import platforms
+from pytest_multiarch.audit import cpulevel
 from pytest_multiarch.platforms import ArchInfo
 
 ELF_MAGIC = b"\x7fELF"
@@ -69,6 +70,9 @@ class ElfHeader:
     needed: int = 0
     #: Whether the program headers were within the bytes given (else linkage is unknown).
     complete: bool = True
+    #: The platform level the file records it needs (``v7``, ``v3``; "" when it says nothing):
+    #: ``.ARM.attributes`` Tag_CPU_arch, x86 ``ISA needed``.  See :mod:`.cpulevel`.
+    cpu_level: str = ""
 
     @property
     def linkage(self) -> Linkage:
@@ -203,6 +207,7 @@ def _program_headers(
 ) -> ElfHeader | InvalidElf:
     has_dynamic = False
     interp_at: tuple[int, int] | None = None
+    cpu_level = ""
     for i in range(phnum):
         at = phoff + i * (56 if is64 else 32)
         if is64:
@@ -217,6 +222,11 @@ def _program_headers(
             if not 0 < p_filesz <= _MAX_INTERP:
                 return InvalidElf(f"PT_INTERP of {p_filesz} bytes")
             interp_at = (p_offset, p_filesz)
+        elif p_type == cpulevel.PT_GNU_PROPERTY and p_offset + p_filesz <= len(buf):
+            # Only from the bytes already read: right after the program headers, as ld puts it.
+            if header.machine in (platforms.EM_X86_64, platforms.EM_386):
+                cpu_level = cpulevel.x86_isa_level(buf, p_offset, p_filesz,
+                                                   header.little_endian, is64)
     needed = ph_end
     interp: str | None = None
     if interp_at is not None:
@@ -234,6 +244,7 @@ def _program_headers(
         has_dynamic=has_dynamic,
         needed=needed,
         complete=True,
+        cpu_level=cpu_level,
     )
 
 

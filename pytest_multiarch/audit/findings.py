@@ -38,6 +38,7 @@ class Kind(StrEnum):
     HOST_NATIVE_ONLY = "host-native-only"
     ARM_SOFT_FLOAT = "arm-soft-float"
     ARM_HARD_FLOAT = "arm-hard-float"
+    CPU_LEVEL = "cpu-level-above-platform"
     UNSAFE_PATH = "unsafe-path"
     HARDLINK_MISSING = "hardlink-missing"
     ZERO_BYTE_LAYER = "zero-byte-layer"

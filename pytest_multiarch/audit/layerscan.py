@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the cached summary format or what a scan records (:class:`Entry`) changes.
-SCHEMA = 1
+SCHEMA = 2  # 2: ELF entries carry the CPU level they record
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
 
 

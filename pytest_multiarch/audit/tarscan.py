@@ -11,13 +11,15 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pytest_multiarch.audit import elf
+from pytest_multiarch.audit import cpulevel, elf
 from pytest_multiarch.audit.elf import ElfHeader, InvalidElf
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
 from pytest_multiarch.errors import CorruptLayer
+from pytest_multiarch.platforms import EM_ARM
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit.decompress import ReadInto
@@ -90,7 +92,8 @@ def _elf_to_json(header: ElfHeader | InvalidElf | None) -> Any:
     if isinstance(header, InvalidElf):
         return {"invalid": header.reason}
     return [header.elf_class, header.little_endian, header.e_type, header.machine, header.flags,
-            header.interp, header.has_interp, header.has_dynamic, header.needed, header.complete]
+            header.interp, header.has_interp, header.has_dynamic, header.needed, header.complete,
+            header.cpu_level]
 
 
 def _elf_from_json(obj: Any) -> ElfHeader | InvalidElf | None:
@@ -98,10 +101,10 @@ def _elf_from_json(obj: Any) -> ElfHeader | InvalidElf | None:
         return None
     if isinstance(obj, dict):
         return InvalidElf(str(obj["invalid"]))
-    cls, le, e_type, machine, flags, interp, has_interp, has_dyn, needed, complete = obj
+    cls, le, e_type, machine, flags, interp, has_interp, has_dyn, needed, complete, level = obj
     return ElfHeader(int(cls), bool(le), int(e_type), int(machine), int(flags),
                      None if interp is None else str(interp), bool(has_interp), bool(has_dyn),
-                     int(needed), bool(complete))
+                     int(needed), bool(complete), str(level))
 
 
 class TarError(CorruptLayer):
@@ -289,6 +292,9 @@ class TarScanner:
                 magic = buf[self._pos : self._pos + 4]
                 if sniff and size > 3 and (magic == elf.ELF_MAGIC or magic[:2] == b"#!"):
                     elf_header, shebang = self._sniff(size)
+                    if isinstance(elf_header, ElfHeader) and elf_header.machine == EM_ARM:
+                        elf_header, used = self._arm_level(elf_header, size)
+                        padded -= used
                     add(Entry(Op.FILE, path, "", _octal(block[100:108]), elf_header, shebang))
                 else:
                     add(Entry(Op.FILE, path, "", _octal(block[100:108])))
@@ -330,6 +336,21 @@ class TarScanner:
             return header, None
         have = min(self._fill(256), size, 256)
         return None, elf.parse_shebang(self._mv[self._pos : self._pos + have])
+
+    def _arm_level(self, header: ElfHeader, size: int) -> tuple[ElfHeader, int]:
+        """*header* with the level ``.ARM.attributes`` records, and how many bytes of the member
+        that consumed: its section lies near the end, in bytes the stream passes anyway."""
+        head = bytes(self._mv[self._pos : self._pos + 52])
+        span = cpulevel.arm_window(head, size) if header.elf_class == 32 else None
+        if span is None or span[1] - span[0] > _BUFFER:
+            return header, 0
+        start, end = span
+        self._skip(start)
+        have = min(self._fill(end - start), end - start)
+        level, _ = cpulevel.arm_cpu_level(bytes(self._mv[self._pos : self._pos + have]), start,
+                                          head)
+        self._skip(have)
+        return (replace(header, cpu_level=level) if level else header), start + have
 
     def _normalized(self, name: str) -> str:
         parts: list[str] = []

@@ -35,7 +35,7 @@ from pytest_multiarch.audit.layerscan import (
 )
 from pytest_multiarch.audit.tarscan import Entry, Op
 from pytest_multiarch.errors import UsageError
-from pytest_multiarch.platforms import ArchInfo, Platform
+from pytest_multiarch.platforms import EM_ARM, ArchInfo, Platform
 
 __all__ = [
     "AuditResult",
@@ -383,7 +383,21 @@ class _Verdict:
                       f"{self.who}: {path} is {header.description}, which cannot run on "
                       f"{self.platform.arch_name}; allowlist it if it is there on purpose", path)
 
+    def _cpu_level(self, path: str, header: ElfHeader) -> None:
+        """A file that records it needs a newer CPU level than the variant promises."""
+        from pytest_multiarch.audit import cpulevel
+
+        if cpulevel.exceeds(self.platform, header.cpu_level):
+            evidence = "x86 ISA needed" if header.machine != EM_ARM else "Tag_CPU_arch"
+            self._add(Kind.CPU_LEVEL, Severity.FAIL,
+                      f"{self.who}: {path} records that it needs {self.platform.architecture}/"
+                      f"{header.cpu_level} ({evidence}), "
+                      f"more than {self.platform} promises: it dies with 'Illegal instruction' on "
+                      f"the older machines; rebuild it for the baseline or publish it as "
+                      f"{self.platform.os}/{self.platform.architecture}/{header.cpu_level}", path)
+
     def _float_abi(self, path: str, header: ElfHeader) -> None:
+        self._cpu_level(path, header)
         if header.machine != self.target.elf_machine or header.hard_float is None:
             return
         if self.target.variant == "v7" and header.hard_float is False:

@@ -21,7 +21,7 @@ from pytest_multiarch.oci.content import Descriptor, ImageRef, ImageSource, Mani
 from pytest_multiarch.oci.layout import PREFIX, LayoutReference, OciLayout
 from pytest_multiarch.oci.reference import Reference
 from pytest_multiarch.oci.registry import RegistryClient
-from pytest_multiarch.platforms import Platform
+from pytest_multiarch.platforms import Platform, best_match
 
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 DEFAULT_PLATFORM = Platform("linux", "amd64")
@@ -93,15 +93,19 @@ def resolve(
     """Pick *platform*'s variant of *ref* and load its manifest and config.
 
     Matching normalizes both sides (``arm64/v8`` is ``arm64``; an ``arm`` entry without a variant
-    is arm/v7; arm/v6 matches only when asked for).  Raises :class:`PlatformNotInIndex` when no
-    entry matches.  Pass *manifest* to resolve several platforms from one fetch of the index.
+    is arm/v7; arm/v6 matches only when asked for), takes an exact match first and then follows
+    containerd's ordered matching of levels (:meth:`Platform.match_rank`: an ``arm64/v8.2``
+    request takes a ``v8.2`` entry, else ``v8.1`` …, else plain ``arm64``).  The result's
+    ``platform`` is the entry's: the level the chosen variant promises.  Raises
+    :class:`PlatformNotInIndex` when no entry matches.  Pass *manifest* to resolve several
+    platforms from one fetch of the index.
     """
     top = manifest or source.get_manifest(ref)
     if not top.is_index:
         variant_ref = ref.with_digest(top.digest)
         config = _load_config(source, variant_ref, top, ref)
         found = _config_platform(config)
-        if found is None or not found.satisfies(platform):
+        if found is None or found.match_rank(platform) is None:
             raise PlatformNotInIndex(
                 f"no {platform} in {ref} ({top.digest}): it is a single-platform image, not an "
                 f"index, and its config says {found or 'no architecture'}; push a multi-arch "
@@ -110,13 +114,14 @@ def resolve(
         return _resolved(ref, None, variant_ref, top, found, config)
 
     candidates = [e for e in top.manifests if not is_attestation(e)]
-    entry = next((e for e in candidates if platform_of(e).satisfies(platform)), None)
-    if entry is None:
+    chosen = best_match((platform_of(e) for e in candidates), platform)
+    if chosen is None:
         have = ", ".join(dict.fromkeys(str(platform_of(e)) for e in candidates)) or "nothing"
         raise PlatformNotInIndex(
             f"no {platform} in index {ref} ({top.digest}); it has {have} — build and push a "
             f"{platform} variant, or leave {platform.arch_name} out of the requested platforms"
         )
+    entry = candidates[chosen]
     variant_ref = ref.with_digest(entry.digest)
     child = source.get_manifest(variant_ref)
     if child.is_index:
@@ -129,9 +134,13 @@ def resolve(
 
 
 def check_config_platform(resolved: ResolvedImage) -> None:
-    """Raise :class:`PlatformMismatchError` if the variant's config names another platform."""
+    """Raise :class:`PlatformMismatchError` if the variant's config names another platform.
+
+    A config that names an older level than its index entry (plain ``arm64`` under a ``v8.2``
+    entry) is consistent: the index is where the level is promised.
+    """
     found = resolved.config_platform
-    if found is not None and found.satisfies(resolved.platform):
+    if found is not None and found.match_rank(resolved.platform) is not None:
         return
     raise PlatformMismatchError(
         f"index entry of {resolved.reference} for {resolved.platform} points at "

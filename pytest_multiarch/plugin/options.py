@@ -121,6 +121,13 @@ def addoption(parser: pytest.Parser) -> None:
         help="Arch whose answers the others are compared with (default: the first of --arch)",
     )
     group.addoption(
+        "--arch-cpu", dest="multiarch_arch_cpus", metavar="ARCH=MODEL", action="append",
+        default=None,
+        help="qemu CPU model to emulate ARCH on, e.g. arm64=cortex-a76 or arm/v6=arm1176; 'max' "
+             "is qemu's newest (default: the oldest model of the level the platform promises; "
+             "repeatable)",
+    )
+    group.addoption(
         "--multiarch-unpack-max-bytes", dest="multiarch_unpack_max_bytes", metavar="SIZE",
         default=None,
         help="Largest root filesystem the rootfs runner unpacks, e.g. 64g (default 64g)",
@@ -135,6 +142,8 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("multiarch_unpack_max_files", "Most entries the rootfs runner unpacks",
                   default="")
     parser.addini("multiarch_archs", "Architectures to run arch-aware tests on", default="")
+    parser.addini("multiarch_arch_cpus", "ARCH=MODEL qemu CPU models", type="linelist",
+                  default=[])
     parser.addini("multiarch_arch_required", "Fail instead of skip unrunnable archs",
                   type="bool", default=False)
     parser.addini("multiarch_arch_hosts", "ARCH=URL remote native engines", type="linelist",
@@ -198,6 +207,25 @@ def _parse_hosts(entries: list[str]) -> dict[Platform, str]:
             raise _fail(f"--arch-host {entry!r}: {exc}") from None
         hosts[plat] = url
     return hosts
+
+
+def _parse_cpus(config: pytest.Config) -> Sourced[dict[str, str]]:
+    """``--arch-cpu`` beats ``PYTEST_MULTIARCH_ARCH_CPUS`` (comma-separated) beats the ini."""
+    from pytest_multiarch.host import cpu
+
+    env = "PYTEST_MULTIARCH_ARCH_CPUS"
+    entries: list[str] = list(config.getoption("multiarch_arch_cpus") or [])
+    source = "option"
+    if not entries and os.environ.get(env, "").strip():
+        entries, source = [os.environ[env]], f"env {env}"
+    if not entries:
+        entries, source = list(config.getini("multiarch_arch_cpus")), "ini multiarch_arch_cpus"
+    if not entries:
+        return Sourced({}, "default")
+    try:
+        return Sourced(cpu.parse_overrides(entries, what=f"--arch-cpu ({source})"), source)
+    except MultiarchError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _host_url_problem(url: str) -> str:
@@ -275,6 +303,7 @@ def load(config: pytest.Config) -> MultiarchConfig:
         except MultiarchError as exc:
             raise _fail(f"--multiarch-reference-arch: {exc}") from None
     return MultiarchConfig(
+        arch_cpus=_parse_cpus(config),
         archs=archs,
         arch_required=_bool(config, "multiarch_arch_required", "PYTEST_MULTIARCH_ARCH_REQUIRED",
                             "multiarch_arch_required"),

@@ -30,6 +30,7 @@ from pytest_multiarch.errors import (
     EmulatorCrash,
     EmulatorMissing,
     ExecFormatError,
+    IllegalInstruction,
     OutOfMemory,
     RunnerError,
     UsageError,
@@ -96,6 +97,8 @@ class RunResult:
     #: binfmt preflight taken when the run failed with exec format error under emulation.
     emulator: BinfmtStatus | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: The qemu CPU model an emulated run used ("" = qemu's own default, or native).
+    cpu_model: str = ""
 
     @property
     def ok(self) -> bool:
@@ -292,6 +295,8 @@ def classify(result: RunResult, *, hint: str = "") -> RunnerError | None:
                 + (f"{hint} " if hint else "")
                 + f"Check it with `file {binary}` or the audit, and rebuild that variant."
             )
+    elif _is_sigill(result):
+        error = illegal_instruction(result)
     else:
         crash = next((m for p in _QEMU_CRASH if (m := p.search(result.stderr))), None)
         if crash is None:
@@ -306,6 +311,73 @@ def classify(result: RunResult, *, hint: str = "") -> RunnerError | None:
         )
     error.logs = result.logs
     return error
+
+
+_SIGILL = re.compile(r"uncaught target signal 4\b|illegal instruction", re.I)
+#: How to build for the level a platform promises, per architecture.
+_BUILD_FOR = {
+    "arm64": "-march=armv8-a", "arm/v5": "-march=armv5te", "arm/v6": "-march=armv6 -mfpu=vfp "
+    "(Debian armel or Raspbian packages, not armhf)", "arm/v7": "-march=armv7-a",
+    "ppc64le": "-mcpu=power8", "s390x": "-march=z13", "amd64": "-march=x86-64",
+}
+#: The level to publish a variant under that needs the next CPU generation.
+_NEXT_LEVEL = {"arm64": "linux/arm64/v8.2", "arm/v6": "linux/arm/v7", "arm/v5": "linux/arm/v6",
+               "amd64": "linux/amd64/v3"}
+
+
+def _is_sigill(result: RunResult) -> bool:
+    # 132 = 128 + SIGILL, as an init (tini, docker-init) or a shell reports it.
+    return bool(_SIGILL.search(result.stderr)) or (
+        result.exit_code == 132 and result.emulated
+    )
+
+
+def illegal_instruction(result: RunResult) -> IllegalInstruction:
+    """The :class:`IllegalInstruction` a SIGILL run stands for, with what to do about it."""
+    plat = result.platform
+    level = str(plat) if plat is not None else "its platform"
+    name = plat.arch_name if plat is not None else ""
+    model = result.cpu_model or ("qemu default" if result.emulated else "this host's CPU")
+    level_flag = (f"-march=armv{plat.variant[1:]}-a" if plat is not None and
+                  plat.architecture == "arm64" and plat.variant else None)
+    build = level_flag or _BUILD_FOR.get(name) or _BUILD_FOR.get(
+        plat.architecture if plat else "", "the baseline of the platform")
+    publish = _NEXT_LEVEL.get(name)
+    text = (
+        f"{_subject(result)} died of an illegal instruction (SIGILL, exit {result.exit_code}"
+        f"{', ' + repr(_last_lines(result.stderr, 1)) if result.stderr.strip() else ''}) on "
+        f"CPU model {model}: the program is built for a newer CPU than {level} promises. "
+        f"Build it with {build}" + (f", or publish it as {publish}" if publish else "")
+        + f"; --arch-cpu={plat.architecture if plat else 'ARCH'}=MODEL picks the model to test on."
+    )
+    error = IllegalInstruction(text)
+    error.arch = name
+    error.digest = result.image.rsplit("@", 1)[-1] if "@" in result.image else ""
+    error.cpu_model = model
+    error.level = level
+    error.logs = result.logs
+    return error
+
+
+def with_max_verdict(error: RunnerError, result_under_max: RunResult | None) -> RunnerError:
+    """*error* again, saying whether the same command passed under ``max`` (runners re-run an
+    :class:`IllegalInstruction` there once, to prove the cause)."""
+    if not isinstance(error, IllegalInstruction) or result_under_max is None:
+        return error
+    original = error
+    newest = result_under_max.cpu_model or "its default"
+    # Rebuild the message from the first run's facts, adding the verdict of the second.
+    again = IllegalInstruction(
+        str(original)
+        + (f" The same command exits 0 under qemu's newest CPU model ({newest}): the CPU level is "
+           "the cause." if result_under_max.ok else
+           f" It fails under qemu's newest CPU model ({newest}) too (exit "
+           f"{result_under_max.exit_code}), so the cause may be elsewhere.")
+    )
+    for attr in ("arch", "digest", "cpu_model", "level", "logs"):
+        setattr(again, attr, getattr(original, attr))
+    again.passes_under_max = result_under_max.ok
+    return again
 
 
 def check_runs(result: RunResult, *, ok_codes: Sequence[int] = (0,), hint: str = "") -> RunResult:

@@ -7,8 +7,9 @@ machine (wall time on a busy 2-core CI runner varies several-fold) enters the fi
 
     factor = emulated CPU seconds / native CPU seconds
 
-Measured once per architecture and qemu version, and cached in
-``CACHE/emulation/<arch>-<key>.json``: a new qemu (or another workload) is a new key.
+Measured once per architecture, qemu CPU model and qemu version, and cached in
+``CACHE/emulation/<arch>-<key>.json``: a new qemu, another model (``--arch-cpu``) or another
+workload is a new key.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ WORKLOAD = "times; i=0; while [ $i -lt {n} ]; do i=$((i+1)); done; times; echo $
 ITERATIONS = 50_000
 #: Used when nothing could be measured: the middle of what CI reports for qemu-user (4–19×).
 DEFAULT_FACTOR = 10.0
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class EmulationFactor:
     native_seconds: float | None = None
     emulated_seconds: float | None = None
     reason: str = ""
+    cpu_model: str = ""  # the qemu model it was measured on ("" = qemu's own default)
 
     def scale(self, base: float) -> float:
         """*base* seconds scaled by this factor (never below *base*)."""
@@ -71,10 +73,10 @@ def default_cache_dir() -> Path:
 
 
 def cache_file(cache_dir: Path, platform: Platform, qemu_version: str | None,
-               iterations: int = ITERATIONS) -> Path:
-    """Where the factor of *platform* under *qemu_version* is cached."""
+               iterations: int = ITERATIONS, cpu_model: str = "") -> Path:
+    """Where the factor of *platform* on *cpu_model* under *qemu_version* is cached."""
     key = hashlib.sha256(
-        f"{_CACHE_VERSION}|{qemu_version}|{WORKLOAD}|{iterations}".encode()
+        f"{_CACHE_VERSION}|{qemu_version}|{cpu_model}|{WORKLOAD}|{iterations}".encode()
     ).hexdigest()[:16]
     return cache_dir / f"{platform.arch_name.replace('/', '-')}-{key}.json"
 
@@ -123,7 +125,9 @@ def measure(
     if binfmt.is_native(platform, native):
         return EmulationFactor(platform.arch_name, 1.0, "native")
     version = binfmt.qemu_version(platform)
-    path = cache_file(cache_dir or default_cache_dir(), platform, version, iterations)
+    choice = getattr(runner, "cpu_choice", lambda _p: None)(platform)  # Runner plug-ins may lack it
+    model = choice.model if choice is not None else ""
+    path = cache_file(cache_dir or default_cache_dir(), platform, version, iterations, model)
     try:
         cached = json.loads(path.read_text())
         return EmulationFactor(**{**cached, "source": "cache"})
@@ -135,10 +139,10 @@ def measure(
         emulated_s = _loop_seconds(runner, emulated_image, platform, iterations, timeout)
     except MultiarchError as exc:
         return EmulationFactor(platform.arch_name, DEFAULT_FACTOR, "default", version,
-                               reason=str(exc))
+                               reason=str(exc), cpu_model=model)
     factor = round(max(1.0, emulated_s / native_s), 2)
     found = EmulationFactor(platform.arch_name, factor, "measured", version,
-                            round(native_s, 4), round(emulated_s, 4))
+                            round(native_s, 4), round(emulated_s, 4), cpu_model=model)
     write_atomic(path, json.dumps(asdict(found)))
     return found
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_multiarch.errors import EngineUnavailable, MultiarchError
 from pytest_multiarch.platforms import Platform
@@ -142,7 +142,7 @@ def make_default_runner(state: RunnerContext, platform: Platform) -> Runner:
         from pytest_multiarch.runners.docker.engine import EngineRunner, reap_stale
 
         runner = EngineRunner(url, named_arch=platform, session=session, mem_limit=cfg.mem_limit,
-                              run_timeout=cfg.run_timeout.value)
+                              run_timeout=cfg.run_timeout.value, **_cpus(cfg))
         reap_stale(runner)  # leftovers of a crashed earlier session on that engine
         return runner
     engine = str(cfg.engine.value)
@@ -175,7 +175,15 @@ def rootfs_runner(
     return RootfsRunner(registry=state.registry(), cache_dir=cache, platform=platform,
                         session=session or Session.new(state.session_id),
                         mem_limit=cfg.mem_limit, run_timeout=cfg.run_timeout.value,
-                        unpack_limits=limits)
+                        unpack_limits=limits, **_cpus(cfg))
+
+
+def _cpus(cfg: Any) -> dict[str, Any]:
+    """The runners' CPU-model arguments from ``--arch-cpu`` (absent in older settings)."""
+    chosen = getattr(cfg, "arch_cpus", None)
+    if chosen is None:
+        return {}
+    return {"cpu_models": chosen.value, "cpu_source": chosen.source}
 
 
 def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platform, session: Session,
@@ -190,7 +198,7 @@ def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platfor
     try:
         runner = EngineRunner(url, platform=platform, session=session,
                               mem_limit=state.cfg.mem_limit, connect_timeout=connect_timeout,
-                              run_timeout=state.cfg.run_timeout.value)
+                              run_timeout=state.cfg.run_timeout.value, **_cpus(state.cfg))
     except BaseException:
         if service is not None:
             service.release()

@@ -157,6 +157,7 @@ def run_variant(
             resolved.pinned, plat, cmd, env=env, timeout=timeout,
             mem_limit=mem_limit or state.cfg.mem_limit,
         )
+        _note_host_cpu(state, resolved.pinned, plat)
         if check:
             check_runs(result)
     except ExecFormatError as exc:
@@ -180,6 +181,28 @@ def run_variant(
         missing.logs = exc.logs
         raise missing from None
     return result, resolved.digest
+
+
+def _note_host_cpu(state: State, image: str, plat: Platform) -> None:
+    """Once per ``--arch-host`` arch: read the native engine's CPU, name it in the matrix and
+    say when it is newer than the level under test (a pass there does not cover older CPUs)."""
+    if plat not in state.cfg.arch_hosts or plat in state.host_cpus:
+        return
+    runner = state.runner(plat)
+    read = getattr(runner, "host_cpu", None)
+    found = read(image, plat) if read is not None else None
+    state.host_cpus[plat] = found
+    if found is None:
+        return
+    # The remote engine's API does not show its CPU: the report's run.cpu gets what cpuinfo says.
+    state.matrix.line(plat.arch_name).run["cpu"] = f"{found.name} ({found.platform.arch_name})"
+    if found.newer_than(plat):
+        state.summary_lines.append(
+            f"multiarch: {plat.arch_name} ran natively on {found.name}, which implements "
+            f"{found.platform}: newer than {plat} promises, so a pass there does not cover the "
+            f"older machines; emulate them too (--arch={plat.arch_name} without --arch-host, "
+            "or --arch-cpu) to catch code built for a newer CPU"
+        )
 
 
 def start_variant(

@@ -184,7 +184,8 @@ class Matrix:
             if info.emulation_factor is not None else ""
         )
         shard = f" [shard {info.run['shard']}]" if info.run.get("shard") else ""
-        return (f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
+        model = f" on cpu {info.run['cpu_model']}" if info.run.get("cpu_model") else ""
+        return (f"{arch}: {info.how}{model}{factor}, {info.wall_time:.1f}s in its tests "
                 f"(setup, call and teardown){shard}")
 
     def render_html(self) -> str:

@@ -59,3 +59,5 @@ class MultiarchConfig:
     # Bounds of an unpacked rootfs (runners/rootfs/unpack.py); None: that module's defaults.
     unpack_max_bytes: Sourced[int] | None = None
     unpack_max_files: Sourced[int] | None = None
+    #: --arch-cpu overrides: arch (or arch/variant) → qemu CPU model, checked against this qemu.
+    arch_cpus: Sourced[dict[str, str]] = field(default_factory=lambda: Sourced({}, "default"))

@@ -21,6 +21,7 @@ from pytest_multiarch.session.images import ImageCache
 from pytest_multiarch.session.report import Matrix
 
 if TYPE_CHECKING:
+    from pytest_multiarch.host import cpu
     from pytest_multiarch.oci.registry import RegistryClient
     from pytest_multiarch.runners.base import Runner
     from pytest_multiarch.session.settings import MultiarchConfig
@@ -64,6 +65,8 @@ class State:
     notes: dict[tuple[str, str], str] = field(default_factory=dict)
     #: measured emulation factor per platform (1.0 native)
     emulation: dict[Platform, float] = field(default_factory=dict)
+    #: the CPU of each --arch-host engine, read once (None: could not be read)
+    host_cpus: dict[Platform, Any] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull
     layout_runners: dict[Platform, Runner] = field(default_factory=dict)
     #: node id -> the answers its ``multiarch_rest.record`` calls normalized (checks.rest.Answer)
@@ -123,6 +126,9 @@ class State:
 
         check = binfmt.preflight(plat)
         if check.ok:
+            choice = self.cpu_choice(plat)
+            if choice is not None:  # run facts: cpu_model is the QEMU_CPU model (None: default)
+                self.matrix.line(plat.arch_name).run["cpu_model"] = choice.model or None
             return ArchStatus(True, "emulated")
         return ArchStatus(False, f"unavailable: {check.reason}", check.reason, check.fix)
 
@@ -157,11 +163,23 @@ class State:
                 factor = f" (emulation {known:.1f}x)" if known else ""
                 parts.append(f"{plat.arch_name} {'ok' if st.ok else 'MISSING'}{factor}")
         lines.append("multiarch: binfmt: " + ", ".join(parts))
+        cpus = [c.describe() for p in self.archs if (c := self.cpu_choice(p)) is not None]
+        if cpus:
+            lines.append("multiarch: cpu: " + ", ".join(cpus))
         if self.cfg.images:
             lines.append("multiarch: images: " + ", ".join(self.cfg.images))
         if self.cfg.cache_problem:
             lines.append(f"multiarch: cache off: {self.cfg.cache_problem}")
         return lines
+
+    def cpu_choice(self, plat: Platform) -> cpu.CpuChoice | None:
+        """The qemu CPU model *plat* is emulated on, or None when it runs natively."""
+        from pytest_multiarch.host import binfmt, cpu
+
+        if plat in self.cfg.arch_hosts or binfmt.is_native(plat):
+            return None
+        chosen = self.cfg.arch_cpus
+        return cpu.choose(plat, chosen.value, chosen.source)
 
     def _known_emulation_factor(self, plat: Platform) -> float | None:
         """The factor measured for *plat* by an earlier session (cached per qemu version)."""
@@ -169,8 +187,10 @@ class State:
         from pytest_multiarch.runners import emulation
 
         cache = self.cache_subdir("emulation")
+        choice = self.cpu_choice(plat)
         path = emulation.cache_file(cache or emulation.default_cache_dir(), plat,
-                                    binfmt.qemu_version(plat))
+                                    binfmt.qemu_version(plat),
+                                    cpu_model=choice.model if choice is not None else "")
         try:
             factor = json.loads(path.read_text())["factor"]
         except (OSError, ValueError, KeyError, TypeError):

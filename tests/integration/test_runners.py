@@ -148,7 +148,11 @@ def test_uname_local_engine(corpus: dict[str, Any], local: EngineRunner, plat: s
     result = local.run(pinned(corpus, "busybox", plat), platform, ["uname", "-m"])
     assert result.stdout.strip() == UNAME[plat], result
     assert result.ok
-    assert result.where == local.describe(platform)
+    # Emulated runs say which qemu CPU model they ran on (the level's default here).
+    choice = local.cpu_choice(platform)
+    suffix = f", cpu {choice.model}" if choice is not None else ""
+    assert result.where == local.describe(platform) + suffix
+    assert result.cpu_model == (choice.model if choice is not None else "")
     assert result.emulated == (plat != "linux/amd64")
     default = local.run(pinned(corpus, "busybox", plat), platform)  # CMD uname -m
     assert default.stdout.strip() == corpus["busybox"]["output"][plat]

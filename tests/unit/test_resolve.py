@@ -288,3 +288,21 @@ def test_resolved_image_is_frozen(five: MemorySource) -> None:
     resolved = resolve(five, REF, Platform.parse("amd64"))
     with pytest.raises(AttributeError):
         resolved.digest = "x"  # type: ignore[misc]
+
+
+def test_level_request_takes_the_newest_entry_not_above_it() -> None:
+    src = MemorySource()
+    src.index([entry(src, "arm64"), entry(src, "arm64", "v8.1"), entry(src, "amd64")])
+    picked = resolve(src, REF, Platform.parse("arm64/v8.2"))
+    assert picked.platform == Platform.parse("arm64/v8.1")
+    assert picked.config.get("variant") == "v8.1"
+    check_config_platform(picked)
+    # Exact match first: plain arm64 still gets the plain entry, not the v8.1 one.
+    assert resolve(src, REF, Platform.parse("arm64")).platform == Platform.parse("arm64")
+
+
+def test_a_newer_level_does_not_serve_an_older_request() -> None:
+    src = MemorySource()
+    src.index([entry(src, "arm64", "v8.2")])
+    with pytest.raises(PlatformNotInIndex, match=r"no linux/arm64 in index .* linux/arm64/v8.2"):
+        resolve(src, REF, Platform.parse("arm64"))

@@ -29,6 +29,7 @@ from pytest_multiarch.errors import (
     CommandNotFound,
     DigestMismatchError,
     EngineUnavailable,
+    IllegalInstruction,
     MultiarchError,
     NoDefaultCommand,
     PlatformMismatchError,
@@ -37,7 +38,7 @@ from pytest_multiarch.errors import (
     RunTimeout,
     UnknownPlatformError,
 )
-from pytest_multiarch.host import binfmt
+from pytest_multiarch.host import binfmt, cpu
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import (
     DEFAULT_MEM_LIMIT,
@@ -50,6 +51,7 @@ from pytest_multiarch.runners.base import (
     parse_mem_limit,
     require_digest,
     short_cmd,
+    with_max_verdict,
 )
 from pytest_multiarch.runners.docker.cleanup import reap_stale, remove_session, sigint_deferred
 from pytest_multiarch.runners.docker.connection import _display, tls_from_env, unavailable
@@ -116,6 +118,8 @@ class EngineRunner:
         init: bool | None = None,
         run_timeout: float = DEFAULT_RUN_TIMEOUT,
         client: docker.DockerClient | None = None,
+        cpu_models: Mapping[str, str] | None = None,
+        cpu_source: str = "option",
     ) -> None:
         self.url = url
         self.run_timeout = run_deadline(run_timeout, DEFAULT_RUN_TIMEOUT, 1.0)  # validates it
@@ -130,6 +134,10 @@ class EngineRunner:
         self.mem_limit = mem_limit
         parse_mem_limit(mem_limit)  # a bad value fails here, not at the first run
         self.init = init
+        # --arch-cpu overrides (arch or arch/variant → qemu model); the rest run on the default
+        # model of their platform's level (host.cpu.DEFAULTS).
+        self.cpu_models = dict(cpu_models or {})
+        self.cpu_source = cpu_source
         #: Set by the factory for its own podman service, whose registries.conf marks loopback
         #: and --multiarch-insecure-registry hosts insecure (podman.registries_conf).
         self.managed_registries = False
@@ -235,6 +243,23 @@ class EngineRunner:
         plat = platform or self.platform or self.engine_arch
         return "emulated" if self.is_emulated(plat) else f"native on {self.host_label}"
 
+    def cpu_choice(self, platform: Platform) -> cpu.CpuChoice | None:
+        """The qemu CPU model *platform* runs on here; None when it runs natively."""
+        if not self.is_emulated(platform):
+            return None
+        return cpu.choose(platform, self.cpu_models, self.cpu_source)
+
+    def host_cpu(self, image: str, platform: Platform) -> cpu.HostCpu | None:
+        """A native engine's CPU, from ``/proc/cpuinfo`` in a tiny container of *image* (by
+        digest); None when emulated or when the image cannot show it (no ``cat``)."""
+        if self.is_emulated(platform):
+            return None
+        try:
+            result = self.run(image, platform, ["cat", "/proc/cpuinfo"], timeout=60)
+        except MultiarchError:
+            return None
+        return cpu.describe_cpuinfo(result.stdout, platform) if result.ok else None
+
     # -- images -------------------------------------------------------------------------------
 
     def ensure_image(self, image: str, platform: Platform) -> None:
@@ -280,7 +305,8 @@ class EngineRunner:
             str(attrs.get("Os") or "linux"), str(attrs.get("Architecture") or ""),
             str(attrs.get("Variant") or ""),
         )
-        if actual != platform and not (
+        # Docker 20.10 may store a level variant (v8.2) or drop it: the arch is what it checks.
+        if actual.match_rank(platform) is None and platform.match_rank(actual) is None and not (
             actual.os == platform.os and actual.architecture == platform.architecture
             and not attrs.get("Variant")
         ):
@@ -296,7 +322,8 @@ class EngineRunner:
         """Pull by digest; an error the engine reports inside the progress stream (podman
         reports them all there; the SDK's images.pull() drops them) raises APIError."""
         repository, digest = image.rsplit("@", 1)
-        for event in self.client.api.pull(repository, tag=digest, platform=str(platform),
+        for event in self.client.api.pull(repository, tag=digest,
+                                          platform=platform.engine_platform,
                                           stream=True, decode=True):
             error = event.get("error") if isinstance(event, dict) else None
             if error:
@@ -306,25 +333,34 @@ class EngineRunner:
 
     def _create_kwargs(
         self, image: str, platform: Platform, argv: tuple[str, ...] | None,
-        env: Mapping[str, str] | None, mem_limit: str | None,
+        env: Mapping[str, str] | None, mem_limit: str | None, cpu_model: str | None = None,
     ) -> dict[str, Any]:
         limit = mem_limit or self.mem_limit
-        if self.limits_ignored and self.is_emulated(platform):
+        emulated = self.is_emulated(platform)
+        if self.limits_ignored and emulated:
             raise memory_limit_refusal(self._target, image, platform)
+        choice = self.cpu_choice(platform)
+        model = choice.model if choice is not None and cpu_model is None else cpu_model
         kwargs: dict[str, Any] = {
             "image": image,
-            "platform": str(platform),
+            "platform": platform.engine_platform,  # Docker 20.10 refuses linux/arm64/v8.2
             "labels": self.session.labels(),
             "mem_limit": limit,
             "memswap_limit": limit,  # no swap: a balloon dies at the limit instead of thrashing
-            "environment": dict(env or {}),
+            # qemu-user (through binfmt_misc) takes its CPU model from QEMU_CPU.
+            "environment": {**({"QEMU_CPU": model} if emulated and model else {}), **(env or {})},
             "detach": True,
             # An init as PID 1 under emulation: a crashing emulated PID 1 otherwise hangs (the
             # kernel ignores qemu's re-raised SIGSEGV for init) instead of reporting "uncaught
             # target signal".  Not natively: docker-init's execvp retries an ENOEXEC binary as a
             # shell script, which turns a clean "exec format error" into a shell syntax error.
-            "init": self.is_emulated(platform) if self.init is None else self.init,
+            # Always under emulation: a qemu that takes SIGILL as PID 1 hangs the container.
+            "init": emulated or bool(self.init),
         }
+        if platform.engine_platform != str(platform):
+            # A level variant (arm64/v8.2): Docker 20.10 stores the image as linux/arm64/v8.2 and
+            # refuses a container of it for "linux/arm64"; by digest it needs no platform at all.
+            del kwargs["platform"]
         if argv is not None:
             kwargs["command"] = list(argv)
         if self.ulimits is not None:
@@ -356,7 +392,7 @@ class EngineRunner:
     def result(
         self, image: str, platform: Platform, argv: tuple[str, ...], exit_code: int,
         stdout: str, stderr: str, duration: float, logs: str, *, oom_killed: bool = False,
-        mem_limit: str = "",
+        mem_limit: str = "", cpu_model: str | None = None,
     ) -> RunResult:
         """A RunResult with this engine's facts (where, emulated, binfmt status on failure)."""
         emulated = self.is_emulated(platform)
@@ -371,9 +407,14 @@ class EngineRunner:
         where = self.describe(platform)
         if self.url is not None and emulated:
             where += f" on {self._target}"
+        if cpu_model is None:
+            choice = self.cpu_choice(platform)
+            cpu_model = choice.model if choice is not None else ""
+        if emulated:
+            where += f", cpu {cpu_model or 'qemu default'}"
         return RunResult(
             exit_code, stdout, stderr, duration, logs, image, platform, argv, where,
-            emulated, oom_killed, mem_limit or self.mem_limit, status, extra,
+            emulated, oom_killed, mem_limit or self.mem_limit, status, extra, cpu_model,
         )
 
     def run_timeout_for(self, platform: Platform, timeout: float | None = None) -> float:
@@ -398,25 +439,36 @@ class EngineRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         mem_limit: str | None = None,
+        cpu_model: str | None = None,
     ) -> RunResult:
         """Run *cmd* in a fresh container of *image* (by digest) for *platform*; remove it.
 
         Returns the result for any exit code; raises the classified error for exec format
-        error, missing emulator, qemu crash and OOM kill, :class:`RunTimeout` after *timeout*
-        seconds (default: :attr:`run_timeout` scaled by the emulation factor; the container is
-        killed), :class:`NoDefaultCommand` without any command, and :class:`EngineUnavailable`
-        when the engine stops answering meanwhile.
+        error, missing emulator, qemu crash, illegal instruction (re-run once under ``max`` to
+        say whether the CPU level is the cause) and OOM kill, :class:`RunTimeout` after
+        *timeout* seconds (default: :attr:`run_timeout` scaled by the emulation factor; the
+        container is killed), :class:`NoDefaultCommand` without any command, and
+        :class:`EngineUnavailable` when the engine stops answering meanwhile.  *cpu_model*
+        overrides the qemu CPU model for this run.
         """
         self.ensure_image(image, platform)
         argv = as_argv(cmd) if cmd is not None else None
         job = _Job(image, platform, argv or (), mem_limit or self.mem_limit,
-                   self.run_timeout_for(platform, timeout), time.monotonic())
+                   self.run_timeout_for(platform, timeout), time.monotonic(), cpu_model)
         container = self._create(
-            self._create_kwargs(image, platform, argv, env, job.limit), image, platform
+            self._create_kwargs(image, platform, argv, env, job.limit, cpu_model), image,
+            platform,
         )
         lost = False
         try:
             return self._run_created(container, job)
+        except IllegalInstruction as exc:
+            if cpu_model is not None:  # a run that named its model (the max re-run) says no more
+                raise
+            choice = self.cpu_choice(platform)
+            raise with_max_verdict(exc, self._under_max(
+                image, platform, cmd, env, timeout, job.limit,
+                choice.model if choice is not None else "")) from None
         except ENGINE_LOST as exc:
             lost = True
             raise self.lost(exc, f"running {short_cmd(job.argv)!r} of {image} on {platform}",
@@ -462,6 +514,7 @@ class EngineRunner:
         result = self.result(
             job.image, job.platform, job.argv, exit_code, text_of(out), text_of(err),
             time.monotonic() - job.started, text_of(logs), oom_killed=oom, mem_limit=job.limit,
+            cpu_model=job.cpu_model,
         )
         if timed_out.is_set():
             raise _timeout_error(result, job.budget)
@@ -485,6 +538,20 @@ class EngineRunner:
             docker.errors.DockerException, requests.exceptions.RequestException, OSError
         ):
             container.remove(force=True, v=True)
+
+    def _under_max(
+        self, image: str, platform: Platform, cmd: Command | None, env: Mapping[str, str] | None,
+        timeout: float | None, limit: str, model: str,
+    ) -> RunResult | None:
+        """The same command once more on qemu's newest model, to prove a SIGILL's cause."""
+        newest = cpu.max_model(platform)
+        if model == newest:
+            return None
+        try:
+            return self.run(image, platform, cmd, env=env, timeout=timeout, mem_limit=limit,
+                            cpu_model=newest)
+        except RunnerError as exc:
+            return RunResult(1, "", str(exc), 0.0, platform=platform)
 
     @staticmethod
     def _kill(container: Any, flag: threading.Event) -> None:
@@ -697,6 +764,7 @@ class _Job:
     limit: str
     budget: float
     started: float
+    cpu_model: str | None = None
 
 
 def _collect(stream: AttachedOutput) -> tuple[list[bytes], list[bytes], list[bytes]]:

@@ -9,7 +9,8 @@ __all__ = ["LAUNCHER"]
 
 # Runs on the host's Python.  Stage "host": join the memory cgroup, exec the next argv (proot, or
 # unshare starting stage "ns").  Stage "ns" (in the new mount+pid namespace): overlay, /proc,
-# /dev, chroot, exec — reporting a missing command and ENOEXEC the way runc words them.
+# /dev, chroot, then the command as a child of this init — reporting a missing command and
+# ENOEXEC the way runc words them.
 LAUNCHER = r"""
 import errno, json, os, shutil, subprocess, sys
 spec = json.loads(sys.argv[1])
@@ -40,12 +41,21 @@ path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH",
 if path is None:
     sys.stderr.write('exec: "%s": executable file not found in $PATH\n' % argv[0])
     sys.exit(127)
-try:
-    os.execve(path, argv, env)
-except OSError as exc:
-    if exc.errno == errno.ENOEXEC:
-        sys.stderr.write("exec %s: exec format error\n" % path)
-        sys.exit(126)
-    sys.stderr.write("exec %s: %s\n" % (path, exc.strerror))
-    sys.exit(127 if exc.errno == errno.ENOENT else 126)
+# We are PID 1 of the namespace: stay there as its init and run the command as a child, since a
+# qemu that takes SIGILL as PID 1 cannot die of the re-raised signal and hangs.
+child = os.fork()
+if child == 0:
+    try:
+        os.execve(path, argv, env)
+    except OSError as exc:
+        if exc.errno == errno.ENOEXEC:
+            sys.stderr.write("exec %s: exec format error\n" % path)
+            os._exit(126)
+        sys.stderr.write("exec %s: %s\n" % (path, exc.strerror))
+        os._exit(127 if exc.errno == errno.ENOENT else 126)
+while True:
+    pid, status = os.waitpid(-1, 0)  # reap orphans too, as an init does
+    if pid == child:
+        break
+sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 """

@@ -41,13 +41,14 @@ from typing import Any
 from pytest_multiarch._fs import cache_root
 from pytest_multiarch.errors import (
     EmulatorMissing,
+    IllegalInstruction,
     NoDefaultCommand,
     PlatformMismatchError,
     RunnerError,
     RunTimeout,
     UsageError,
 )
-from pytest_multiarch.host import binfmt
+from pytest_multiarch.host import binfmt, cpu
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import (
     DEFAULT_MEM_LIMIT,
@@ -61,6 +62,7 @@ from pytest_multiarch.runners.base import (
     parse_mem_limit,
     require_digest,
     short_cmd,
+    with_max_verdict,
 )
 from pytest_multiarch.runners.emulation import DEFAULT_FACTOR, run_deadline
 from pytest_multiarch.runners.rootfs.cgroup import MemoryCgroup
@@ -115,6 +117,8 @@ class RootfsRunner:
         mem_limit: str = DEFAULT_MEM_LIMIT,
         run_timeout: float = DEFAULT_RUN_TIMEOUT,
         unpack_limits: UnpackLimits | None = None,
+        cpu_models: Mapping[str, str] | None = None,
+        cpu_source: str = "option",
     ) -> None:
         self.unpack_limits = unpack_limits or UnpackLimits()
         if mode not in MODES:
@@ -129,6 +133,8 @@ class RootfsRunner:
         self.run_timeout = run_deadline(run_timeout, DEFAULT_RUN_TIMEOUT, 1.0)  # validates it
         self._factors: dict[str, float] = {}
         self.host = Platform.host()
+        self.cpu_models = dict(cpu_models or {})  # --arch-cpu overrides, as in EngineRunner
+        self.cpu_source = cpu_source
 
     # -- preparing the tree -------------------------------------------------------------------
 
@@ -144,7 +150,7 @@ class RootfsRunner:
         source, ref = open_source(image, client=self.registry)
         resolved = resolve(source, ref, platform)
         found = resolved.config_platform
-        if found is not None and not found.satisfies(platform):
+        if found is not None and found.match_rank(platform) is None:
             raise PlatformMismatchError(
                 f"{image} is {found}, not {platform}: pass the {platform} variant's digest"
             )
@@ -229,6 +235,12 @@ class RootfsRunner:
         """Whether *platform* needs qemu-user on this host."""
         return not binfmt.is_native(platform, self.host)
 
+    def cpu_choice(self, platform: Platform) -> cpu.CpuChoice | None:
+        """The qemu CPU model *platform* runs on here; None when it runs natively."""
+        if not self.is_emulated(platform):
+            return None
+        return cpu.choose(platform, self.cpu_models, self.cpu_source)
+
     def describe(self, platform: Platform | None = None) -> str:
         """``emulated`` or ``native on HOST``."""
         plat = platform or self.platform or self.host
@@ -271,8 +283,11 @@ class RootfsRunner:
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         mem_limit: str | None = None,
+        cpu_model: str | None = None,
     ) -> RunResult:
-        """Run *cmd* in the variant's tree; classified like the engine runner's run().
+        """Run *cmd* in the variant's tree; classified like the engine runner's run() (an
+        illegal instruction is re-run once under ``max`` to say whether the CPU level is the
+        cause); *cpu_model* overrides the qemu CPU model.
 
         Every run has a deadline (*timeout*, else :attr:`run_timeout` scaled by the emulation
         factor) and a memory cgroup; an emulated run that cannot get one is refused.
@@ -280,19 +295,25 @@ class RootfsRunner:
         started = time.monotonic()
         tree = self.prepare(image, platform)
         argv, merged_env, workdir = self._argv_env(tree, cmd, env)
+        emulated = self.is_emulated(platform)
+        choice = self.cpu_choice(platform)
+        model = (choice.model if choice is not None else "") if cpu_model is None else cpu_model
         job = _Job(image, platform, tuple(argv), self.mode_for(platform),
-                   self.is_emulated(platform), mem_limit or self.mem_limit,
-                   self.run_timeout_for(platform, timeout), started)
+                   emulated, mem_limit or self.mem_limit,
+                   self.run_timeout_for(platform, timeout), started, model if emulated else "")
         if not self._resolve_command(tree, argv[0], merged_env.get("PATH", ""), workdir):
             message = f'exec: "{argv[0]}": executable file not found in $PATH\n'
             return RunResult(127, "", message, time.monotonic() - started, message, image,
                              platform, job.argv, job.where(platform), job.emulated, False,
-                             job.limit)
+                             job.limit, cpu_model=job.cpu_model)
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.cache_dir))
         group = self._memory_group(job)
         try:
             if job.mode == "chroot":
-                nxt, spec = self._chroot_argv(tree, scratch, workdir, argv, merged_env)
+                # binfmt_misc's qemu takes its CPU model from QEMU_CPU.
+                inner_env = {**({"QEMU_CPU": job.cpu_model} if job.cpu_model else {}),
+                             **merged_env}
+                nxt, spec = self._chroot_argv(tree, scratch, workdir, argv, inner_env)
             else:
                 nxt, spec = self._proot_argv(tree, scratch, workdir, argv, job), None
             code, out, err = self._execute(job, nxt, spec, group, merged_env, scratch)
@@ -301,8 +322,20 @@ class RootfsRunner:
             if group is not None:
                 group.remove()
             remove_tree(scratch)
-        return self._result(job, code, _text(out), _text(err), oom,
-                            job.limit if group is not None else "none")
+        try:
+            return self._result(job, code, _text(out), _text(err), oom,
+                                job.limit if group is not None else "none")
+        except IllegalInstruction as exc:
+            newest = cpu.max_model(platform)
+            if cpu_model is not None or newest == job.cpu_model:
+                raise
+            try:
+                again: RunResult | None = self.run(image, platform, cmd, env=env,
+                                                   timeout=timeout, mem_limit=mem_limit,
+                                                   cpu_model=newest)
+            except RunnerError as error:
+                again = RunResult(1, "", str(error), 0.0, platform=platform)
+            raise with_max_verdict(exc, again) from None
 
     def run_timeout_for(self, platform: Platform, timeout: float | None = None) -> float:
         """*timeout* if given, else this runner's default deadline scaled for *platform*."""
@@ -358,7 +391,9 @@ class RootfsRunner:
         nxt = [shutil.which("proot") or "proot"]
         if job.emulated:
             qemu = binfmt.qemu_binary(job.platform)
-            nxt += ["-q", shutil.which(qemu) or qemu]
+            # proot splits -q's value into the emulator's argv.
+            nxt += ["-q", " ".join([shutil.which(qemu) or qemu,
+                                    *(["-cpu", job.cpu_model] if job.cpu_model else [])])]
         return [*nxt, "-r", str(tree.path), "-w", workdir, "-b", "/dev", "-b", "/proc",
                 "-b", "/sys", "-b", f"{scratch / 'tmp'}:/tmp", *argv]
 
@@ -414,7 +449,7 @@ class RootfsRunner:
             job.emulated and code != 0 and "qemu" in stderr) else {}
         result = RunResult(code, stdout, stderr, time.monotonic() - job.started, stdout + stderr,
                            job.image, job.platform, job.argv, job.where(job.platform),
-                           job.emulated, oom, limit, status, extra)
+                           job.emulated, oom, limit, status, extra, job.cpu_model)
         classified = classify(result)
         if classified is not None:
             raise classified
@@ -485,14 +520,17 @@ class _Job:
     limit: str
     budget: float
     started: float
+    #: The qemu CPU model of an emulated run ("" natively, or for qemu's own default).
+    cpu_model: str = ""
 
     def where(self, platform: Platform) -> str:
         """How it runs, for reports."""
         if not self.emulated:
             return f"native (rootfs, {self.mode})"
+        cpu_text = f", cpu {self.cpu_model or 'qemu default'}"
         if self.mode == "proot":
-            return f"emulated (rootfs, proot -q {binfmt.qemu_binary(platform)})"
-        return "emulated (rootfs, chroot, binfmt_misc)"
+            return f"emulated (rootfs, proot -q {binfmt.qemu_binary(platform)}{cpu_text})"
+        return f"emulated (rootfs, chroot, binfmt_misc{cpu_text})"
 
 
 def _write_spec(fd: int, spec: dict[str, Any] | None) -> None:
