@@ -57,6 +57,9 @@ BY_NATURE = (
 )
 
 
+_REMOVING = frozenset(("w", "q"))
+
+
 def is_db_path(path: str) -> bool:
     """Whether the member at *path* is a package database the audit reads."""
     if path.startswith(DPKG_STATUS_D):
@@ -233,16 +236,15 @@ def variant_packages(
     ``name:arch``; *native* names the variant's own architecture as its databases spell it
     (dpkg ``arm64``, apk and rpm ``aarch64``); without it no package counts as foreign."""
     own = {"", "all", "any", "noarch", *native}
-    from pytest_multiarch.audit.tarscan import Op
-
     files: dict[str, tuple[DbFile, str]] = {}
     for summary in summaries:
         for entry in summary.entries:
-            if entry.op is Op.WHITEOUT or entry.op is Op.OPAQUE:
+            # Op.WHITEOUT and Op.OPAQUE by value: tarscan imports this module, not the reverse.
+            if entry.op in _REMOVING:
                 # A whiteout removes the path and what is under it; an opaque directory only
                 # what is under it (from the layers below, not from its own layer: see below).
                 prefix = entry.path.rstrip("/") + "/"
-                whiteout = entry.op is Op.WHITEOUT
+                whiteout = entry.op == "w"
                 for path in [p for p in files
                              if p.startswith(prefix) or (whiteout and p == entry.path)]:
                     del files[path]

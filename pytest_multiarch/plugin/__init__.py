@@ -266,6 +266,9 @@ class MatrixRecorder:
             message=message, image=_str_or_none(props.get("image")),
             digest=_str_or_none(props.get("digest")),
         ))
+        facts = props.get("multiarch_facts")
+        if isinstance(facts, dict) and isinstance(props.get("image"), str):
+            self.state.matrix.note(str(props["image"]), arch, facts)
 
 
 def _failure_message(report: pytest.TestReport) -> str | None:

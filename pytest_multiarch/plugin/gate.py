@@ -5,6 +5,9 @@ For each image × arch it adds four checks, run in this order, the arch in their
 * ``platform``  — the index has an entry for the arch;
 * ``config``    — the variant's config says the same os/architecture/variant as its index entry;
 * ``binaries``  — the static audit: entrypoint, loader and every ELF file are for the arch;
+* ``index``, ``attestations``, ``packages`` — one image, N variants, one truth
+  (:mod:`pytest_multiarch.session.variants`): index hygiene, what is attached to the variant,
+  package versions against the other variants;
 * ``smoke``     — the variant's default command (or ``--multiarch-smoke-cmd``) runs.
 """
 
@@ -21,7 +24,9 @@ from pytest_multiarch.platforms import Platform
 if TYPE_CHECKING:
     from pytest_multiarch.session.state import State
 
-CHECKS = ("platform", "config", "binaries", "smoke")
+CHECKS = ("platform", "config", "binaries", "index", "attestations", "packages", "smoke")
+#: Checks that only read the image: they need no emulator and are never skipped for one.
+STATIC = frozenset(("platform", "config", "binaries", "index", "attestations", "packages"))
 
 
 class GateCheckFailed(MultiarchError):
@@ -49,7 +54,7 @@ class GateItem(pytest.Item):
 
     def runtest(self) -> None:
         from pytest_multiarch.errors import PlatformNotInIndex
-        from pytest_multiarch.session import images
+        from pytest_multiarch.session import images, variants
 
         if self.check != "platform":
             # Only the platform check reports a missing variant; the others have nothing to check.
@@ -59,8 +64,14 @@ class GateItem(pytest.Item):
                 pytest.skip(
                     f"no {self.multiarch_platform} variant to check: the platform check fails"
                 )
-        run: Callable[[State, str, Platform], str] = getattr(images, f"gate_{self.check}")
-        digest = run(self._state, self.multiarch_image, self.multiarch_platform)
+        module = variants if self.check in variants.CHECKS else images
+        run: Callable[[State, str, Platform], str] = getattr(module, f"gate_{self.check}")
+        try:
+            digest = run(self._state, self.multiarch_image, self.multiarch_platform)
+        finally:
+            facts = variants.facts(self._state, self.multiarch_image, self.multiarch_platform)
+            if facts and self.check in variants.CHECKS:  # for the matrix, also from xdist workers
+                self.user_properties.append(("multiarch_facts", facts))
         if digest:
             self._state.digests[self.nodeid] = digest
 
@@ -91,7 +102,7 @@ def make_gate_items(session: pytest.Session, state: State) -> list[pytest.Item]:
                     gate, name=f"{check}[{plat.arch_name}]", check=check, image=image,
                     platform=plat, state=state,
                 )
-                if check in ("platform", "config", "binaries"):
+                if check in STATIC:
                     # Static checks need no emulator: they must not be skipped for a missing one.
                     item.add_marker(pytest.mark.multiarch_static)
                 items.append(item)

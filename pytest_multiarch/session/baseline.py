@@ -59,6 +59,11 @@ def snapshot(state: State) -> dict[str, Any]:
             "layers": [layer.digest for layer in resolved.layers],
             "outcomes": {},
         }
+    from pytest_multiarch.session.variants import versions_seen
+
+    for (ref, arch), versions in versions_seen(state).items():
+        if ref in images and arch in images[ref]["variants"]:
+            images[ref]["variants"][arch]["packages"] = versions
     for outcome in state.matrix.outcomes:
         ref = outcome.image or TESTS_KEY
         entry = images.setdefault(ref, {"platforms": [], "variants": {}})
@@ -105,6 +110,7 @@ def _variant_changes(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
                 changes.append(f"{same} of {len(new_layers)} layers unchanged (base kept)")
         if was.get("config") and now.get("config") and was["config"] != now["config"]:
             changes.append("config changed")
+        changes.extend(_package_changes(was.get("packages"), now.get("packages")))
     for test, outcome in now.get("outcomes", {}).items():
         before = was.get("outcomes", {}).get(test)
         if before is None or before == outcome:
@@ -114,6 +120,19 @@ def _variant_changes(was: dict[str, Any], now: dict[str, Any]) -> list[str]:
         else:
             changes.append(f"outcome changed: {test} {before} -> {outcome}")
     return changes
+
+
+def _package_changes(was: dict[str, str] | None, now: dict[str, str] | None) -> list[str]:
+    """"the base moved" with what moved: package versions that changed, came or went."""
+    if not isinstance(was, dict) or not isinstance(now, dict):
+        return []
+    moved = [f"{n} {was[n]} -> {now[n]}" for n in sorted(now) if n in was and was[n] != now[n]]
+    moved += [f"+{n} {now[n]}" for n in sorted(now) if n not in was]
+    moved += [f"-{n} {was[n]}" for n in sorted(was) if n not in now]
+    if not moved:
+        return ["packages unchanged"] if was else []
+    shown = ", ".join(moved[:20]) + (f" … ({len(moved)} in all)" if len(moved) > 20 else "")
+    return [f"packages changed: {shown}"]
 
 
 def _short(digest: str) -> str:

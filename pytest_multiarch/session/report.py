@@ -58,6 +58,12 @@ class Matrix:
     arch_lines: dict[str, ArchInfoLine] = field(default_factory=dict)
     #: (test, arch) -> outcome, in the order recorded; one report per test makes this a hot path
     _cells: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    #: (image, arch) -> what the variant checks learned: what is attached, packages that differ
+    facts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def note(self, image: str, arch: str, facts: dict[str, Any]) -> None:
+        """Record facts about one variant (session.variants.facts) for the table and JSON."""
+        self.facts.setdefault((image, arch), {}).update(facts)
 
     @property
     def outcomes(self) -> list[Outcome]:
@@ -140,6 +146,7 @@ class Matrix:
             )
             lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
                          "(setup, call and teardown)")
+        lines += self._fact_lines()
         return lines
 
     def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -155,6 +162,9 @@ class Matrix:
             per_arch["checks"].append(
                 {k: v for k, v in asdict(o).items() if k not in ("arch", "image")}
             )
+        for (image, arch), found in self.facts.items():
+            if image in images and arch in images[image]:
+                images[image][arch].update(found)
         totals = self.totals()
         doc: dict[str, Any] = {
             "format": REPORT_FORMAT,
@@ -176,6 +186,17 @@ class Matrix:
         if extra:
             doc.update(extra)
         return doc
+
+    def _fact_lines(self) -> list[str]:
+        lines: list[str] = []
+        for (image, arch), found in self.facts.items():
+            if "attached" in found:
+                lines.append(f"{arch} {image}: attached: {found['attached']}")
+            differing = found.get("packages_differing")
+            if differing:
+                shown = ", ".join(f"{n} {v or '(absent)'}" for n, v in sorted(differing.items()))
+                lines.append(f"{arch} {image}: package versions that differ: {shown}")
+        return lines
 
     def _how(self, arch: str) -> str:
         return self.arch_lines[arch].how if arch in self.arch_lines else "unknown"
