@@ -79,7 +79,7 @@ def _media_types(where: str, entries: Iterable[Descriptor]) -> list[Problem]:
                 "unreadable-media-type", f"{where}: {name} has media type "
                 f"{entry.media_type or '(none)'!r}, which is neither an image manifest nor an "
                 f"index ({', '.join(MANIFEST_TYPES + INDEX_TYPES)}); engines skip or refuse it "
-                "— push the entry with a standard media type", plat))
+                "— push the entry with a standard media type"))  # the index is broken for all
     return found
 
 

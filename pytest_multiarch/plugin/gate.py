@@ -56,7 +56,7 @@ class GateItem(pytest.Item):
         from pytest_multiarch.errors import PlatformNotInIndex
         from pytest_multiarch.session import images, variants
 
-        if self.check != "platform":
+        if self.check not in ("platform", "index"):  # index: a nested entry is its finding
             # Only the platform check reports a missing variant; the others have nothing to check.
             try:
                 images.resolve_variant(self._state, self.multiarch_image, self.multiarch_platform)
