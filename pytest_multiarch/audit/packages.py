@@ -233,8 +233,9 @@ def variant_packages(
 ) -> VariantPackages:
     """The package databases of the final filesystem: layers applied in order, whiteouts and
     opaque directories honoured.  A package of a foreign architecture (``libc6:i386``) is keyed
-    ``name:arch``; *native* names the variant's own architecture as its databases spell it
-    (dpkg ``arm64``, apk and rpm ``aarch64``); without it no package counts as foreign."""
+    ``name:arch`` when the same name is also installed for the variant's own architecture;
+    *native* names that architecture as its databases spell it (dpkg ``arm64``, apk and rpm
+    ``aarch64``)."""
     own = {"", "all", "any", "noarch", *native}
     files: dict[str, tuple[DbFile, str]] = {}
     for summary in summaries:
@@ -257,8 +258,16 @@ def variant_packages(
         if db.problem:
             problems.append(f"{path} (layer {short_digest(digest)}): {db.problem}")
         for pkg in db.packages:
-            foreign = len(own) > 4 and pkg.arch not in own
-            packages[f"{pkg.name}:{pkg.arch}" if foreign else pkg.name] = pkg
+            # Keyed by name: a mislabeled variant's packages compare as what they are (the
+            # config and binaries checks report the label).  Only a name installed for two
+            # architectures (multiarch co-installation) keys its foreign one as name:arch.
+            held = packages.get(pkg.name)
+            if held is None or held.arch == pkg.arch:
+                packages[pkg.name] = pkg
+            elif pkg.arch in own and held.arch not in own:
+                packages[f"{pkg.name}:{held.arch}"], packages[pkg.name] = held, pkg
+            else:
+                packages[f"{pkg.name}:{pkg.arch}"] = pkg
     return VariantPackages(packages, tuple(sorted(files)), tuple(problems))
 
 

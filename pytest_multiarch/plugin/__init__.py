@@ -63,6 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "multiarch_allow(*globs): foreign-architecture ELF paths the audit accepts in this test",
     )
+    config.addinivalue_line(
+        "markers",
+        "multiarch_allow_packages(*globs): package names whose version may differ across archs "
+        "for multiarch_variants, e.g. @pytest.mark.multiarch_allow_packages('tzdata')",
+    )
     cfg = _config.load(config)
     archs = config.hook.pytest_multiarch_select_archs(config=config, archs=cfg.archs.value)
     state = State(cfg, tuple(archs) if archs else cfg.archs.value, hook=config.hook, config=config)

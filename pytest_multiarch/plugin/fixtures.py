@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pytest_multiarch.audit.verdicts import AuditResult
     from pytest_multiarch.oci.resolve import ResolvedImage
     from pytest_multiarch.runners.base import RunResult
+    from pytest_multiarch.session.variants import VariantChecks
 
 __all__ = [
     "_multiarch_pair",
@@ -34,6 +35,7 @@ __all__ = [
     "multiarch_run",
     "multiarch_runner",
     "multiarch_shared_container",
+    "multiarch_variants",
 ]
 
 
@@ -295,3 +297,17 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
         for svc in running.values():
             state.add_log_source(request.node.nodeid, svc.logs)
         yield RestFleet(running, reference.architecture)
+
+
+@pytest.fixture
+def multiarch_variants(request: pytest.FixtureRequest) -> VariantChecks:
+    """Index hygiene, attachments and package skew of an image across the requested archs:
+    ``multiarch_variants.check(ref)``, ``.package_skew(ref)``, ``.attached(ref, arch)`` …
+
+    ``@pytest.mark.multiarch_allow_packages(*globs)`` lets those packages differ.
+    """
+    from pytest_multiarch.session.variants import VariantChecks
+
+    marker = request.node.get_closest_marker("multiarch_allow_packages")
+    allow = tuple(str(glob) for glob in marker.args) if marker else ()
+    return VariantChecks(get_state(request.config), allow)

@@ -123,6 +123,12 @@ class State:
         lines.append("multiarch: binfmt: " + ", ".join(parts))
         if self.cfg.images:
             lines.append("multiarch: images: " + ", ".join(self.cfg.images))
+        variant = [f"{name}={','.join(map(str, found.value))} (from {found.source})"
+                   for name, found in (("expect-platforms", self.cfg.expect_platforms_from),
+                                       ("require-attestations",
+                                        self.cfg.require_attestations_from)) if found]
+        if variant:
+            lines.append("multiarch: " + "; ".join(variant))
         return lines
 
     def _known_emulation_factor(self, plat: Platform) -> float | None:

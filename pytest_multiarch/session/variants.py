@@ -163,13 +163,15 @@ def package_skew(
     return compare_variants(per_arch, allow=(*state.cfg.allow_packages, *allow))
 
 
-def gate_packages(state: State, text: str, plat: Platform) -> str:
+def gate_packages(
+    state: State, text: str, plat: Platform, allow: tuple[str, ...] = ()
+) -> str:
     """*plat*'s variant carries the package versions the other variants carry, its package
-    databases are readable, and its SBOMs agree with them."""
+    databases are readable, and its SBOMs agree with them (*allow*: more name globs)."""
     mine = packages_of(state, text, plat)
     lines = [f"unreadable package database {p}: a broken or truncated database hides what is "
              "installed — rebuild the layer" for p in mine.problems]
-    for skew in package_skew(state, text):
+    for skew in package_skew(state, text, allow=allow):
         if skew.failing and _odd_one(skew, plat.arch_name):
             lines.append(f"package {skew.describe()}; rebuild the variants from the same base "
                          "image digest and package snapshot, or allow it with "
@@ -206,6 +208,50 @@ def sbom_disagreements(state: State, text: str, plat: Platform) -> list[str]:
                              f"{name} {version}, the filesystem has {have}: the SBOM was made "
                              "from another build — regenerate it with the image")
     return lines
+
+
+# -- from Python: the multiarch_variants fixture -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VariantChecks:
+    """The fifth family from a test: ``multiarch_variants.check(ref)`` runs the index,
+    attestations and packages checks on every requested arch and raises one error naming
+    every failure; the other methods return what the checks look at."""
+
+    state: State
+    allow_packages: tuple[str, ...] = ()
+
+    def index_problems(self, ref: str) -> list[Problem]:
+        return index_problems(self.state, ref)
+
+    def attached(self, ref: str, arch: Platform | str) -> Attached:
+        return attached(self.state, ref, _platform(arch))
+
+    def packages(self, ref: str, arch: Platform | str) -> VariantPackages:
+        return packages_of(self.state, ref, _platform(arch))
+
+    def package_skew(self, ref: str) -> list[Skew]:
+        return package_skew(self.state, ref, allow=self.allow_packages)
+
+    def check(self, ref: str) -> None:
+        failures: list[str] = []
+        for plat in self.state.archs:
+            for run in (gate_index, gate_attestations):
+                try:
+                    run(self.state, ref, plat)
+                except MultiarchError as exc:
+                    failures.append(str(exc))
+            try:
+                gate_packages(self.state, ref, plat, self.allow_packages)
+            except MultiarchError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise MultiarchError("\n".join(failures))
+
+
+def _platform(arch: Platform | str) -> Platform:
+    return arch if isinstance(arch, Platform) else Platform.parse(arch)
 
 
 # -- for the report and the baseline -------------------------------------------------------------

@@ -114,6 +114,15 @@ def test_bad_dpkg_status_is_a_named_problem(data: bytes, expected: str) -> None:
     assert found.problems[0].startswith("/var/lib/dpkg/status (layer sha256:111111111111)")
 
 
+def test_a_name_installed_for_two_archs_keys_the_foreign_one() -> None:
+    status = (b"Package: libc6\nArchitecture: i386\nVersion: 2.36-9\n\n"
+              b"Package: libc6\nArchitecture: amd64\nVersion: 2.36-9+deb12u4\n\n"
+              b"Package: zlib1g\nArchitecture: amd64\nVersion: 1:1.2.13\n\n")
+    found = variant_packages([layer({"var/lib/dpkg/status": status})], ["amd64", "x86_64"])
+    assert found.versions == {"libc6": "2.36-9+deb12u4", "libc6:i386": "2.36-9",
+                              "zlib1g": "1:1.2.13"}
+
+
 def test_later_layers_replace_and_whiteouts_remove() -> None:
     base = layer({"var/lib/dpkg/status": STATUS, "lib/apk/db/installed": APK},
                  digest="sha256:" + "a" * 64)
