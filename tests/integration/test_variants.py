@@ -414,3 +414,33 @@ def test_baseline_says_which_packages_moved(
     second.assert_outcomes(passed=12)
     second.stdout.fnmatch_lines([f"  {ref} [[]amd64[]]: packages changed: libssl3 {old} -> {new}"])
     assert f"{ref} [arm64]: packages changed" not in second.stdout.str()
+
+
+def test_the_checks_from_python(
+    pytester: pytest.Pytester, testbed: Testbed, layers: dict[str, bytes]
+) -> None:
+    old, new = libssl_versions()
+    push = Pusher(testbed, "fixture")
+    ref = push.index("1", [push.image("amd64", "amd64", layers["amd64-new"]),
+                           push.image("arm64", "arm64", layers["arm64-old"])])
+    pytester.makepyfile(f"""
+        import pytest
+
+        REF = {ref!r}
+
+        def test_skew_is_named(multiarch_variants):
+            (skew,) = multiarch_variants.package_skew(REF)
+            assert dict(skew.versions) == {{"amd64": {new!r}, "arm64": {old!r}}}
+            assert multiarch_variants.packages(REF, "arm64").versions["libssl3"] == {old!r}
+            with pytest.raises(Exception, match="package libssl3 differs across archs"):
+                multiarch_variants.check(REF)
+
+        @pytest.mark.multiarch_allow_packages("libssl3")
+        def test_allowed_by_marker(multiarch_variants):
+            multiarch_variants.check(REF)
+            assert multiarch_variants.index_problems(REF) == []
+            assert multiarch_variants.attached(REF, "arm64").describe() == "nothing"
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--arch=amd64,arm64",
+                                           "--strict-markers", timeout=300)
+    result.assert_outcomes(passed=2)
