@@ -56,18 +56,21 @@ class GateItem(pytest.Item):
         from pytest_multiarch.errors import PlatformNotInIndex
         from pytest_multiarch.session import images, variants
 
+        skip = f"no {self.multiarch_platform} variant to check: the platform check fails"
         if self.check not in ("platform", "index"):  # index: a nested entry is its finding
             # Only the platform check reports a missing variant; the others have nothing to check.
             try:
                 images.resolve_variant(self._state, self.multiarch_image, self.multiarch_platform)
             except PlatformNotInIndex:
-                pytest.skip(
-                    f"no {self.multiarch_platform} variant to check: the platform check fails"
-                )
+                pytest.skip(skip)
         module = variants if self.check in variants.CHECKS else images
         run: Callable[[State, str, Platform], str] = getattr(module, f"gate_{self.check}")
         try:
             digest = run(self._state, self.multiarch_image, self.multiarch_platform)
+        except PlatformNotInIndex:
+            if self.check != "index":
+                raise
+            pytest.skip(skip)
         finally:
             facts = variants.facts(self._state, self.multiarch_image, self.multiarch_platform)
             if facts and self.check in variants.CHECKS:  # for the matrix, also from xdist workers

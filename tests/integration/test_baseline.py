@@ -66,7 +66,7 @@ def test_rebuilt_variant_is_the_only_change_and_the_only_rerun(
     args = [f"--multiarch-image={ref}", "--arch=amd64,arm64", "-k", "not binaries",
             f"--multiarch-baseline={baseline}", "-p", "no:cacheprovider"]
     first = pytester.runpytest_subprocess(*args, timeout=300)
-    first.assert_outcomes(passed=6, deselected=2)
+    first.assert_outcomes(passed=12, deselected=2)
     recorded = json.loads(baseline.read_text())["images"][ref]["variants"]
     assert recorded["arm64"]["digest"] == arm64_v1[0]
 
@@ -76,13 +76,13 @@ def test_rebuilt_variant_is_the_only_change_and_the_only_rerun(
 
     second = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", "-v",
                                            timeout=300)
-    second.assert_outcomes(passed=3, deselected=5)
+    second.assert_outcomes(passed=6, deselected=8)
     out = second.stdout.str()
     assert "::platform[arm64] PASSED" in out
     assert "[amd64] PASSED" not in out
     second.stdout.fnmatch_lines([
         f"multiarch: --multiarch-changed-only: changed variants: {ref} [[]arm64[]]; "
-        "4 test(s) deselected",
+        "7 test(s) deselected",
         "multiarch baseline: compared with *: * change(s)",
         f"  {ref} [[]arm64[]]: new digest * -> *",
     ])

@@ -26,8 +26,8 @@ def test_good_image_passes_every_check_on_every_arch(
     report = tmp_path / "r.json"
     result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", f"--arch={ALL}",
                   f"--multiarch-report={report}")
-    result.assert_outcomes(passed=4 * 5)
-    result.stdout.fnmatch_lines(["*multiarch matrix*", "totals *| 4 passed *| 4 passed*"])
+    result.assert_outcomes(passed=7 * 5)
+    result.stdout.fnmatch_lines(["*multiarch matrix*", "totals *| 7 passed *| 7 passed*"])
     doc = json.loads(report.read_text())
     per_arch = doc["images"][testbed.ref("busybox")]
     for plat, digest in testbed.corpus["busybox"]["digests"].items():
@@ -41,7 +41,7 @@ def test_oci_layout_is_gated_like_a_registry_image(
 ) -> None:
     layout = testbed.env["OCI_LAYOUT"]
     result = gate(pytester, f"--multiarch-image=oci:{layout}", "--arch=amd64,arm64")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=14)
 
 
 def test_missing_arch_fails_with_what_the_index_has(
@@ -49,7 +49,7 @@ def test_missing_arch_fails_with_what_the_index_has(
 ) -> None:
     result = gate(pytester, f"--multiarch-image={testbed.ref('partial')}", "--arch=amd64,s390x")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(passed=4, failed=1, skipped=3)
+    result.assert_outcomes(passed=7, failed=1, skipped=6)
     result.stdout.fnmatch_lines([
         f"no linux/s390x in index {testbed.ref('partial')} (sha256:*); "
         "it has linux/a*64, linux/a*64*",
@@ -94,11 +94,11 @@ def test_corrupted_blob_in_registry_storage_fails(
 def test_foreign_helper_needs_the_allowlist(pytester: pytest.Pytester, testbed: Testbed) -> None:
     ref = testbed.ref("foreign-helper")
     refused = gate(pytester, f"--multiarch-image={ref}", "--arch=arm64", "-k", "binaries")
-    refused.assert_outcomes(failed=1, deselected=3)
+    refused.assert_outcomes(failed=1, deselected=6)
     refused.stdout.fnmatch_lines(["*/opt/helpers/x86-tool*"])
     allowed = gate(pytester, f"--multiarch-image={ref}", "--arch=arm64", "-k", "binaries",
                    "--multiarch-allow=/opt/helpers/*")
-    allowed.assert_outcomes(passed=1, deselected=3)
+    allowed.assert_outcomes(passed=1, deselected=6)
 
 
 def test_credentials_never_show_in_output_or_report(
@@ -110,7 +110,7 @@ def test_credentials_never_show_in_output_or_report(
     ref = f"{testbed.auth_registry}/corpus/busybox:1"
     result = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64,arm64", "-vv",
                   f"--multiarch-report={report}", "-k", "not smoke")
-    result.assert_outcomes(passed=6, deselected=2)
+    result.assert_outcomes(passed=12, deselected=2)
     everything = result.stdout.str() + result.stderr.str() + report.read_text()
     assert testbed.auth_password not in everything
     import base64
@@ -134,7 +134,7 @@ def test_wrong_credentials_fail_clearly_without_leaking(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", testbed.env["AUTH_REGISTRY_CA"])
     result = gate(pytester, f"--multiarch-image={testbed.auth_registry}/corpus/busybox:1",
                   "--arch=amd64", "-k", "platform", "-vv")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=6)
     out = result.stdout.str()
     assert secret not in out
     assert auth not in out
