@@ -35,6 +35,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 IN_TOTO = "application/vnd.in-toto+json"
 SLSA = "https://slsa.dev/provenance/v0.2"
 SPDX = "https://spdx.dev/Document"
+SIGSTORE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 ARCHS = ("amd64", "arm64")
 STATIC = ("-m", "multiarch_static")  # the smoke check runs the variants: not what is tested here
 
@@ -210,16 +211,21 @@ class Pusher:
                 "annotations": {"vnd.docker.reference.type": "attestation-manifest",
                                 "vnd.docker.reference.digest": of}}
 
-    def referrer(self, subject: dict[str, Any], statement: bytes) -> None:
-        """An OCI 1.1 referrer of *subject*, listed with the tag fallback ``sha256-<hex>``."""
-        body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": IN_TOTO,
-                "config": {"mediaType": "application/vnd.oci.empty.v1+json", **self.blob(b"{}")},
-                "layers": [{"mediaType": IN_TOTO, **self.blob(statement)}],
-                "subject": {k: subject[k] for k in ("mediaType", "digest", "size")}}
-        desc = self.manifest(f"ref-{uuid.uuid4().hex[:8]}", body)
+    def referrer(self, subject: dict[str, Any], statement: bytes, *, signed: bool = False
+                 ) -> None:
+        """OCI 1.1 referrers of *subject* (an in-toto statement, and a sigstore bundle when
+        *signed*), listed with the tag fallback ``sha256-<hex>``."""
+        entries = []
+        for artifact, data in ((IN_TOTO, statement), *([(SIGSTORE, b"{}")] if signed else [])):
+            body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact,
+                    "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                               **self.blob(b"{}")},
+                    "layers": [{"mediaType": artifact, **self.blob(data)}],
+                    "subject": {k: subject[k] for k in ("mediaType", "digest", "size")}}
+            desc = self.manifest(f"ref-{uuid.uuid4().hex[:8]}", body)
+            entries.append({**desc, "artifactType": artifact})
         self.manifest(subject["digest"].replace(":", "-"), {
-            "schemaVersion": 2, "mediaType": OCI_INDEX,
-            "manifests": [{**desc, "artifactType": IN_TOTO}]})
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
 
 
 def statement(subject: str, predicate: str, body: dict[str, Any] | None = None) -> bytes:
@@ -293,7 +299,7 @@ def test_good_index_passes_and_shows_what_is_attached(
     sbom = statement(amd64["digest"], SPDX, spdx({"libssl3": old}))
     attestation = push.attestation("att-amd64", amd64["digest"], [
         (IN_TOTO, statement(amd64["digest"], SLSA), SLSA), (IN_TOTO, sbom, SPDX)])
-    push.referrer(arm64, statement(arm64["digest"], SLSA))
+    push.referrer(arm64, statement(arm64["digest"], SLSA), signed=True)
     ref = push.index("1", [amd64, arm64, attestation])
     # distribution 2.8 has no referrers API: the plugin must have used the tag fallback
     probe = requests.get(f"{push.url}/v2/{push.repo}/referrers/{arm64['digest']}", timeout=10)
@@ -305,7 +311,7 @@ def test_good_index_passes_and_shows_what_is_attached(
                   f"--multiarch-report={report}")
     result.assert_outcomes(passed=12)
     result.stdout.fnmatch_lines([f"amd64 {ref}: attached: provenance ({SLSA}), sbom (spdx)",
-                                 f"arm64 {ref}: attached: provenance ({SLSA})"])
+                                 f"arm64 {ref}: attached: provenance ({SLSA}), 1 signature(s)"])
     doc = json.loads(report.read_text())["images"][ref]
     assert doc["arm64"]["attachments"]["sources"] == [
         f"referrers tag {arm64['digest'].replace(':', '-')}"]
@@ -314,7 +320,11 @@ def test_good_index_passes_and_shows_what_is_attached(
     strict = gate(pytester, [ref], "--multiarch-require-attestations=provenance,sbom")
     strict.assert_outcomes(passed=11, failed=1)
     assert "the linux/arm64 variant (sha256:" in strict.stdout.str()
-    strict.stdout.fnmatch_lines(["*carries no sbom (it has: provenance (*)); build with*"])
+    strict.stdout.fnmatch_lines(["*carries no sbom (it has: provenance (*), 1 signature(s));*"])
+    signed = gate(pytester, [ref], "--multiarch-require-attestations=signature", "-k",
+                  "attestations")
+    signed.assert_outcomes(passed=1, failed=1)  # arm64 is signed, amd64 is not
+    signed.stdout.fnmatch_lines(["*the linux/amd64 variant (*) carries no signature*cosign sign*"])
 
 
 def test_broken_indexes_fail_with_named_findings(
