@@ -150,7 +150,7 @@ def build_layer(cache: Path, rebuild: bool) -> tuple[Path, dict[str, Any]]:
     for tool in ("tar", "pigz", "igzip", "file"):
         if shutil.which(tool) is None:
             raise SystemExit(f"needs {tool} (apt-get install -y tar pigz isal file)")
-    dirs = [d for d in RECIPE["dirs"] if (Path("/") / d).is_dir()]
+    dirs = [d for d in RECIPE["dirs"] if (Path("/") / d).exists()]  # the dpkg status: a file
     print(f"building {layer} from /{', /'.join(dirs)} (once) …", flush=True)
     partial = layer.with_suffix(".partial")
     start = time.perf_counter()
