@@ -596,7 +596,7 @@ def test_credentials_never_in_pytest_output(pytester: pytest.Pytester, auth_imag
     assert f"refused the credentials from auths[{AUTH}] in {bad}/config.json" in output
     # --showlocals did show the client and the library's frames, just not their secrets.
     assert f"docker_config={str(bad)!r}" in output or "RegistryClient(insecure_registries" in output
-    assert "pytest_multiarch/registry.py" in output
+    assert "pytest_multiarch/oci/registry.py" in output
     for secret in (password, wrong, base64.b64encode(f"{user}:{password}".encode()).decode(),
                    base64.b64encode(f"{user}:{wrong}".encode()).decode()):
         assert secret not in output
