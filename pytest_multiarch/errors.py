@@ -111,5 +111,18 @@ class RunTimeout(RunnerError):
     """The command did not finish within its (emulation-scaled) timeout and was killed."""
 
 
+class LoaderMissing(RunnerError):
+    """The variant's entrypoint is dynamically linked and its ELF interpreter (the dynamic loader,
+    e.g. ``/lib/ld-linux-aarch64.so.1``) is not in the image: nothing of it can start."""
+
+
+class AuditFailed(MultiarchError):
+    """The static audit found binaries that would not run on the variant's platform."""
+
+
 class UnsafeLayerError(MultiarchError):
     """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
+
+
+class ShardError(UsageError):
+    """A file given to ``pytest-multiarch merge`` is not a readable shard of this schema."""

@@ -55,3 +55,15 @@ def test_every_arch_answers_like_the_reference_arch(multiarch_rest_fleet):
     multiarch_rest_fleet.assert_same("GET", location)
     multiarch_rest_fleet.assert_same("GET", "/offerings")
     multiarch_rest_fleet.assert_same("GET", "/offerings/424242")
+
+
+def test_answers_recorded_for_the_merge(multiarch_rest):
+    """With one CI job per arch no process sees two archs: ``record`` keeps each answer in this
+    job's shard, and ``pytest-multiarch merge`` compares them across the jobs' shards the way
+    ``assert_same`` does (status, Content-Type, JSON structure, floats bit-exact)."""
+    created = multiarch_rest.record(
+        "POST", "/offerings", json={"name": "Rooibos", "price": "3.20", "description": "✓"}
+    )
+    assert created.status_code == 201
+    multiarch_rest.record("GET", created.headers["Location"])
+    multiarch_rest.record("GET", "/offerings/424242")

@@ -7,8 +7,7 @@ runners, report) and in :mod:`pytest_multiarch.plugin.fixtures` /
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import Any
+from pathlib import Path
 
 import pytest
 
@@ -18,15 +17,10 @@ from pytest_multiarch.plugin import hookspecs
 from pytest_multiarch.plugin import options as _config
 from pytest_multiarch.plugin.fixtures import *  # noqa: F403 - registers the public fixtures
 from pytest_multiarch.plugin.fixtures import require_available
-from pytest_multiarch.plugin.items import (
-    ARCH_ARG,
-    PAIR_ARG,
-    deselect_unchanged,
-    item_platform,
-    item_platforms,
-)
+from pytest_multiarch.plugin.items import ARCH_ARG, PAIR_ARG, item_platform, item_platforms
 from pytest_multiarch.plugin.options import STATE_KEY, get_state
-from pytest_multiarch.session.report import Outcome
+from pytest_multiarch.plugin.session import PLUGIN_NAME, MultiarchSession
+from pytest_multiarch.runners.base import Runner
 from pytest_multiarch.session.state import State
 
 
@@ -70,23 +64,32 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     cfg = _config.load(config)
     archs = config.hook.pytest_multiarch_select_archs(config=config, archs=cfg.archs.value)
-    state = State(cfg, tuple(archs) if archs else cfg.archs.value, hook=config.hook, config=config)
+
+    def make_runner(platform: Platform) -> Runner | None:
+        runner: Runner | None = config.hook.pytest_multiarch_make_runner(
+            config=config, platform=platform
+        )
+        return runner
+
+    state = State(
+        cfg, tuple(archs) if archs else cfg.archs.value, make_runner=make_runner,
+        on_report=lambda document: config.hook.pytest_multiarch_report(
+            config=config, report=document
+        ),
+    )
     config.stash[STATE_KEY] = state
-    config.pluginmanager.register(MatrixRecorder(state), "multiarch-matrix")
+    config.pluginmanager.register(MultiarchSession(state), PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist"):
         from pytest_multiarch.plugin import xdist as xdist_support
 
         config.pluginmanager.register(xdist_support.XdistSupport(state), "multiarch-xdist")
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    state = config.stash.get(STATE_KEY, None)
-    if state is not None:
-        state.close()
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return get_state(config).header_lines()
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``--multiarch-gate-only``: collect no test files, run only the generated gate."""
+    if config.stash.get(STATE_KEY, None) is not None and get_state(config).cfg.gate_only:
+        return True
+    return None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -176,23 +179,6 @@ def _parse_marker_names(mark: pytest.Mark, where: str) -> list[Platform]:
         ) from None
 
 
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    state = get_state(config)
-    if state.cfg.images:
-        from pytest_multiarch.plugin.gate import make_gate_items
-
-        gate_items = make_gate_items(session, state)
-        items.extend(gate_items)
-        # Let the terminal count them ("collected N items") like collected tests.
-        config.hook.pytest_collectreport(
-            report=pytest.CollectReport("multiarch-gate", "passed", None, list(gate_items))
-        )
-    if state.cfg.changed_only and state.cfg.baseline_path is not None:
-        deselect_unchanged(state, items, config)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     plat = item_platform(item)
@@ -203,143 +189,3 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return  # static checks read the image; they need no emulator
     for needed in item_platforms(item):
         require_available(item, needed)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    plat = item_platform(item)
-    if plat is None:
-        return report
-    state = get_state(item.config)
-    props = dict(item.user_properties)
-    digest = state.digests.get(item.nodeid)
-    if digest and "digest" not in props:
-        item.user_properties.append(("digest", digest))
-    factor = state.emulation.get(plat)
-    if factor is not None and "emulation_factor" not in props:
-        item.user_properties.append(("emulation_factor", factor))
-    image = getattr(item, "multiarch_image", None)
-    if image and "image" not in props:
-        item.user_properties.append(("image", image))
-    if report.failed:
-        state.failed_items[item.nodeid] = True
-        if call.excinfo is not None and "failure_class" not in props:
-            item.user_properties.append(("failure_class", type(call.excinfo.value).__name__))
-    if report.failed:
-        for title, text in state.current_logs(item.nodeid):
-            if text:
-                report.sections.append((f"Captured container log {title}", text))
-    if report.when == "teardown":
-        state.forget_logs(item.nodeid)
-    report.user_properties = list(item.user_properties)
-    return report
-
-
-class MatrixRecorder:
-    """Feeds the matrix from test reports; registered per session by ``pytest_configure``.
-
-    ``pytest_runtest_logreport`` runs in the xdist controller too, so the matrix sees every
-    worker's results.
-    """
-
-    def __init__(self, state: State) -> None:
-        self.state = state
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = dict(report.user_properties)
-        arch = props.get("arch")
-        if not isinstance(arch, str):
-            return
-        self.state.matrix.add_time(arch, report.duration)
-        factor = props.get("emulation_factor")
-        if isinstance(factor, int | float):  # measured in an xdist worker
-            self.state.matrix.line(arch).emulation_factor = float(factor)
-        relevant = (
-            report.when == "call"
-            or (report.when == "setup" and not report.passed)
-            or (report.when == "teardown" and report.failed)
-        )
-        if not relevant:
-            return
-        message = _failure_message(report)
-        self.state.matrix.add(Outcome(
-            test=_row_name(report.nodeid, arch), arch=arch, outcome=_outcome_of(report),
-            duration=report.duration, failure_class=_str_or_none(props.get("failure_class")),
-            message=message, image=_str_or_none(props.get("image")),
-            digest=_str_or_none(props.get("digest")),
-        ))
-        facts = props.get("multiarch_facts")
-        if isinstance(facts, dict) and isinstance(props.get("image"), str):
-            self.state.matrix.note(str(props["image"]), arch, facts)
-
-
-def _failure_message(report: pytest.TestReport) -> str | None:
-    """The first line of what went wrong (or why it was skipped), for the matrix and JSON."""
-    if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2])[:300]
-    if not report.failed or report.longrepr is None:
-        return None
-    crash = getattr(report.longrepr, "reprcrash", None)
-    text = str(getattr(crash, "message", "") or report.longrepr).strip()
-    return text.splitlines()[0][:300] if text else None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _outcome_of(report: pytest.TestReport) -> str:
-    if hasattr(report, "wasxfail"):
-        return "xfailed" if report.skipped else "xpassed"
-    if report.failed:
-        return "failed" if report.when == "call" else "error"
-    return report.outcome
-
-
-def _row_name(nodeid: str, arch: str) -> str:
-    """The node id without the arch parameter: one matrix row per test."""
-    if nodeid.startswith("multiarch-gate["):  # generated gate checks: "REF::check"
-        nodeid = nodeid[len("multiarch-gate["):].replace("]::", " ", 1)
-    head, sep, params = nodeid.rpartition("[")
-    if not sep:
-        return nodeid
-    parts = params.rstrip("]").split("-")
-    if len(parts) >= 3 and parts[-2] == "to" and parts[-1] == arch:
-        # a replication pair "PRIMARY-to-REPLICA" sits in its replica's column
-        rest = "-".join([*parts[:-3], f"from {parts[-3]}"])
-        return f"{head}[{rest}]"
-    if arch in parts:
-        parts.remove(arch)
-    rest = "-".join(parts)
-    return f"{head}[{rest}]" if rest else head
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
-) -> None:
-    state = get_state(config)
-    lines = state.matrix.render(width=terminalreporter._tw.fullwidth)
-    if lines:
-        terminalreporter.write_sep("=", "multiarch matrix")
-        for line in lines:
-            terminalreporter.write_line(line)
-    for line in state.summary_lines:
-        terminalreporter.write_line(line)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = session.config.stash.get(STATE_KEY, None)
-    if state is None or hasattr(session.config, "workerinput"):
-        return
-    state.finish(session.config)
-
-
-def pytest_keyboard_interrupt(excinfo: Any) -> None:
-    # Session fixtures are torn down by pytest; this is the last line of defence.
-    from pytest_multiarch.session.state import cleanup_all_sessions
-
-    cleanup_all_sessions()

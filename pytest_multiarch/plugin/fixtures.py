@@ -7,8 +7,8 @@ architecture) in ``pytest_generate_tests``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
@@ -18,11 +18,49 @@ from pytest_multiarch.session.settings import MultiarchConfig
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit.verdicts import AuditResult
+    from pytest_multiarch.checks.replication import ReplicationPair
+    from pytest_multiarch.checks.rest import RestFleet, RestService
     from pytest_multiarch.oci.resolve import ResolvedImage
-    from pytest_multiarch.runners.base import RunResult
+    from pytest_multiarch.runners.base import Command, Container, Runner, RunResult
+    from pytest_multiarch.session.state import State
     from pytest_multiarch.session.variants import VariantChecks
 
+
+class ResolveImage(Protocol):
+    """``multiarch_image(ref)``."""
+
+    def __call__(self, ref: str) -> ResolvedImage: ...
+
+
+class AuditImage(Protocol):
+    """``multiarch_audit(ref, allow=())``."""
+
+    def __call__(self, ref: str, allow: tuple[str, ...] = ()) -> AuditResult: ...
+
+
+class RunImage(Protocol):
+    """``multiarch_run(ref, cmd=None, *, check=False, env=None, timeout=None, mem_limit=None)``."""
+
+    def __call__(
+        self, ref: str, cmd: Command | None = None, *, check: bool = False,
+        env: Mapping[str, str] | None = None, timeout: float | None = None,
+        mem_limit: str | None = None,
+    ) -> RunResult: ...
+
+
+class StartContainer(Protocol):
+    """``multiarch_container(ref, cmd=None, *, env=None, ports=(), mem_limit=None, name=None)``."""
+
+    def __call__(
+        self, ref: str, cmd: Command | None = None, *, env: Mapping[str, str] | None = None,
+        ports: Sequence[int | str] = (), mem_limit: str | None = None, name: str | None = None,
+    ) -> Container: ...
+
 __all__ = [
+    "AuditImage",
+    "ResolveImage",
+    "RunImage",
+    "StartContainer",
     "_multiarch_pair",
     "multiarch_audit",
     "multiarch_config",
@@ -73,9 +111,7 @@ def _require_arch(arch: Platform | None) -> Platform:
 
 
 @pytest.fixture
-def multiarch_image(
-    request: pytest.FixtureRequest, arch: Platform
-) -> Callable[[str], ResolvedImage]:
+def multiarch_image(request: pytest.FixtureRequest, arch: Platform) -> ResolveImage:
     """``multiarch_image(ref)``: resolve *ref* to this arch's variant (digest, config, layers).
 
     Registry references and ``oci:DIR[:TAG]`` layouts are both accepted.
@@ -94,10 +130,11 @@ def multiarch_image(
 
 
 @pytest.fixture
-def multiarch_audit(
-    request: pytest.FixtureRequest, arch: Platform
-) -> Callable[..., AuditResult]:
-    """``multiarch_audit(ref, allow=())``: static scan of this arch's variant; see AuditResult."""
+def multiarch_audit(request: pytest.FixtureRequest, arch: Platform) -> AuditImage:
+    """``multiarch_audit(ref, allow=())``: static scan of this arch's variant; see AuditResult.
+
+    ``assert result.ok, result.format()`` fails with the readable verdict paragraph.
+    """
     plat = _require_arch(arch)
     state = get_state(request.config)
     marker_allow = tuple(
@@ -116,16 +153,15 @@ def multiarch_audit(
 
 
 @pytest.fixture
-def multiarch_runner(request: pytest.FixtureRequest, arch: Platform) -> Any:
+def multiarch_runner(request: pytest.FixtureRequest, arch: Platform) -> Runner:
     """The runner executing containers for this arch (local engine, remote host or rootfs)."""
     return get_state(request.config).runner(_require_arch(arch))
 
 
 @pytest.fixture
-def multiarch_run(
-    request: pytest.FixtureRequest, arch: Platform
-) -> Callable[..., RunResult]:
-    """``multiarch_run(ref, cmd, check=False, **options)`` → exit code, stdout, stderr, duration.
+def multiarch_run(request: pytest.FixtureRequest, arch: Platform) -> RunImage:
+    """``multiarch_run(ref, cmd=None, *, check=False, env=None, timeout=None, mem_limit=None)``
+    → a ``RunResult`` (exit code, stdout, stderr, duration).
 
     The image runs by digest for this arch.  With ``check=True`` a failure raises the classified
     error (ExecFormatError, EmulatorMissing, EmulatorCrash, OutOfMemory, …).
@@ -133,11 +169,13 @@ def multiarch_run(
     plat = _require_arch(arch)
     state = get_state(request.config)
 
-    def run(ref: str, cmd: str | list[str] | None = None, *, check: bool = False,
-            **options: Any) -> RunResult:
+    def run(ref: str, cmd: Command | None = None, *, check: bool = False,
+            env: Mapping[str, str] | None = None, timeout: float | None = None,
+            mem_limit: str | None = None) -> RunResult:
         from pytest_multiarch.session.images import run_variant
 
-        result, digest = run_variant(state, ref, plat, cmd, check=check, **options)
+        result, digest = run_variant(state, ref, plat, cmd, check=check, env=env,
+                                     timeout=timeout, mem_limit=mem_limit)
         state.digests[request.node.nodeid] = digest
         if result.logs:
             state.logs.setdefault(request.node.nodeid, []).append((f"{ref} [{plat}]", result.logs))
@@ -147,13 +185,17 @@ def multiarch_run(
 
 
 @contextlib.contextmanager
-def _containers(state: Any, plat: Platform, nodeid: str) -> Iterator[Callable[..., Any]]:
+def _containers(state: State, plat: Platform, nodeid: str) -> Iterator[StartContainer]:
     from pytest_multiarch.session.images import start_variant
 
-    started: list[Any] = []
+    started: list[Container] = []
 
-    def start(ref: str, **options: Any) -> Any:
-        container, digest = start_variant(state, ref, plat, **options)
+    def start(
+        ref: str, cmd: Command | None = None, *, env: Mapping[str, str] | None = None,
+        ports: Sequence[int | str] = (), mem_limit: str | None = None, name: str | None = None,
+    ) -> Container:
+        container, digest = start_variant(state, ref, plat, cmd, env=env, ports=ports,
+                                          mem_limit=mem_limit, name=name)
         state.digests[nodeid] = digest
         started.append(container)
         state.add_log_source(nodeid, lambda: {container.name: container.logs()})
@@ -163,19 +205,22 @@ def _containers(state: Any, plat: Platform, nodeid: str) -> Iterator[Callable[..
         yield start
     finally:
         for container in reversed(started):
+            # Test containers are thrown away: a short grace period, not docker's 10 s. A stop
+            # that fails leaves a labelled container the runner's close() (or the next run's
+            # reaper) removes; it must not hide the test's own outcome.
             with contextlib.suppress(Exception):
-                # Test containers are thrown away: a short grace period, not docker's 10 s.
                 container.stop(timeout=2)
 
 
 @pytest.fixture
 def multiarch_container(
     request: pytest.FixtureRequest, arch: Platform
-) -> Generator[Callable[..., Any], None, None]:
-    """``multiarch_container(ref, **options)``: a started container of this arch's variant.
+) -> Iterator[StartContainer]:
+    """``multiarch_container(ref, cmd=None, *, env=None, ports=(), mem_limit=None, name=None)``:
+    a started container of this arch's variant.
 
-    It offers ``exec(cmd)``, ``logs()`` and ``host_port(port)``, and is removed after the test;
-    its logs join the report of a failed test.
+    It offers ``exec(cmd)`` (a ``RunResult``), ``logs()`` and ``host_port(port)``, and is removed
+    after the test; its logs join the report of a failed test.
     """
     state = get_state(request.config)
     with _containers(state, _require_arch(arch), request.node.nodeid) as start:
@@ -185,19 +230,24 @@ def multiarch_container(
 @pytest.fixture(scope="session")
 def multiarch_shared_container(
     request: pytest.FixtureRequest, arch: Platform
-) -> Generator[Callable[..., Any], None, None]:
+) -> Iterator[StartContainer]:
     """Like ``multiarch_container`` but started once per arch and image for the whole session.
 
     Calls with the same reference and options return the same container.
     """
     state = get_state(request.config)
-    cache: dict[tuple[str, str], Any] = {}
+    cache: dict[tuple[str, str], Container] = {}
     with _containers(state, _require_arch(arch), f"session:{arch}") as start:
 
-        def shared(ref: str, **options: Any) -> Any:
-            key = (ref, repr(sorted(options.items())))
+        def shared(
+            ref: str, cmd: Command | None = None, *, env: Mapping[str, str] | None = None,
+            ports: Sequence[int | str] = (), mem_limit: str | None = None,
+            name: str | None = None,
+        ) -> Container:
+            key = (ref, repr((cmd, sorted((env or {}).items()), list(ports), mem_limit, name)))
             if key not in cache:
-                cache[key] = start(ref, **options)
+                cache[key] = start(ref, cmd, env=env, ports=ports, mem_limit=mem_limit,
+                                   name=name)
             return cache[key]
 
         yield shared
@@ -214,24 +264,32 @@ def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:
 
 
 @pytest.fixture
-def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[Any]:
+def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[RestService]:
     """The REST service of ini ``multiarch_service_image`` running for this arch, ready.
 
-    Its MariaDB (ini ``multiarch_db_image``) runs beside it on a private network.  Readiness is a
-    real ``GET /healthz``, with a timeout scaled by the arch's emulation factor.  Gives an object
-    with ``.session`` (a ``requests.Session`` bound to the base URL), ``.get(path)``,
-    ``.post(path, json=…)`` and ``.stop_database()``.
+    Its MariaDB (ini ``multiarch_db_image``; ``none`` for a service without one) runs beside it
+    on a private network.  Readiness is a real ``GET /healthz``, with a timeout scaled by the
+    arch's emulation factor.  Gives an object with ``.session`` (a ``requests.Session`` bound to
+    the base URL), ``.get(path)``, ``.post(path, json=…)``, ``.stop_database()`` and
+    ``.record(method, path)`` (the answer is kept in the report for ``pytest-multiarch merge``).
     """
     from pytest_multiarch.session.images import resolve_variant, rest_service_for
 
     plat = _require_arch(arch)
     state = get_state(request.config)
     service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest")
-    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest")
+    database = _db_image(request.config, "multiarch_rest")
     state.digests[request.node.nodeid] = resolve_variant(state, service, plat).digest
     with rest_service_for(state, service, database, plat, "multiarch_rest") as running:
         state.add_log_source(request.node.nodeid, running.logs)
+        state.rest_records[request.node.nodeid] = running.recorded  # read by makereport
         yield running
+
+
+def _db_image(config: pytest.Config, fixture: str) -> str | None:
+    """The ini ``multiarch_db_image``; ``none`` starts the service without a database."""
+    value = _ini_image(config, "multiarch_db_image", fixture)
+    return None if value.lower() == "none" else value
 
 
 @pytest.fixture
@@ -243,7 +301,7 @@ def _multiarch_pair(request: pytest.FixtureRequest) -> tuple[Platform, Platform]
 @pytest.fixture
 def multiarch_replication(
     request: pytest.FixtureRequest, _multiarch_pair: tuple[Platform, Platform]
-) -> Iterator[Any]:
+) -> Iterator[ReplicationPair]:
     """A MariaDB primary on one arch replicating (GTID) to a replica on another, running.
 
     Parametrized over the ordered pairs of the requested archs (ids ``arm64-to-amd64``), or the
@@ -272,7 +330,7 @@ def multiarch_replication(
 
 
 @pytest.fixture
-def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
+def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[RestFleet]:
     """The REST service started on every requested arch at once, to compare their answers.
 
     ``fleet.assert_same("GET", "/offerings")`` asks every arch and fails naming each arch whose
@@ -284,11 +342,11 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     state = get_state(request.config)
     service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest_fleet")
-    database = _ini_image(request.config, "multiarch_db_image", "multiarch_rest_fleet")
+    database = _db_image(request.config, "multiarch_rest_fleet")
     for plat in state.archs:
         require_available(request.node, plat)
     reference = state.cfg.reference_arch or state.archs[0]
-    running: dict[str, Any] = {}
+    running: dict[str, RestService] = {}
     with contextlib.ExitStack() as stack:
         for plat in state.archs:
             running[plat.architecture] = stack.enter_context(

@@ -17,6 +17,7 @@ from pytest_multiarch.oci.attestations import KINDS as ATTESTATION_KINDS
 from pytest_multiarch.platforms import Platform, parse_arch_list, valid_names
 from pytest_multiarch.session.settings import (
     DEFAULT_MEM_LIMIT,
+    DEFAULT_SMOKE_TIMEOUT,
     ENGINES,
     MultiarchConfig,
     Sourced,
@@ -25,8 +26,14 @@ from pytest_multiarch.session.settings import (
 if TYPE_CHECKING:
     from pytest_multiarch.session.state import State
 
+HOST_SCHEMES = ("ssh", "tcp", "unix")
+
+
 def addoption(parser: pytest.Parser) -> None:
-    """Register the ``multiarch`` option group and its ini keys."""
+    """Register the ``multiarch`` option group and its ini keys.
+
+    Long on purpose: one flat table of declarations, in the order ``--help`` shows them.
+    """
     group = parser.getgroup("multiarch", "cross-architecture container image checks")
     group.addoption(
         "--arch", dest="multiarch_archs", metavar="LIST", default=None,
@@ -49,7 +56,12 @@ def addoption(parser: pytest.Parser) -> None:
         "--multiarch-image", dest="multiarch_images", metavar="REF", action="append",
         default=None,
         help="Generate the gate checks for this image (registry reference or oci:DIR[:TAG]); "
-             "repeatable, no test files needed",
+             "repeatable; test files of the current directory are collected too unless "
+             "--multiarch-gate-only is given",
+    )
+    group.addoption(
+        "--multiarch-gate-only", dest="multiarch_gate_only", action="store_true", default=False,
+        help="Run only the generated gate of --multiarch-image: collect no test files",
     )
     group.addoption(
         "--engine", dest="multiarch_engine", metavar="NAME", default=None,
@@ -67,6 +79,13 @@ def addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--multiarch-smoke-cmd", dest="multiarch_smoke_cmd", metavar="CMD", default=None,
         help="Command the gate's smoke check runs in each variant (default: the image's own)",
+    )
+    group.addoption(
+        "--multiarch-smoke-timeout", dest="multiarch_smoke_timeout", metavar="SECONDS",
+        default=None,
+        help="Native seconds the smoke command may run, times the emulation factor; a command "
+             f"still running then is a service that stays up and passes (default "
+             f"{DEFAULT_SMOKE_TIMEOUT:g})",
     )
     group.addoption(
         "--multiarch-report", dest="multiarch_report", metavar="PATH", default=None,
@@ -203,19 +222,40 @@ def _parse_hosts(entries: list[str]) -> dict[Platform, str]:
     hosts: dict[Platform, str] = {}
     for entry in entries:
         arch, sep, url = entry.partition("=")
-        if not sep or not url.strip():
+        url = url.strip()
+        if not sep or not url:
             raise _fail(f"--arch-host {entry!r}: expected ARCH=URL, e.g. arm64=ssh://ci@graviton")
-        scheme = url.strip().split("://", 1)[0] if "://" in url else ""
-        if scheme not in ("ssh", "tcp", "unix", "http", "https"):
-            raise _fail(
-                f"--arch-host {entry!r}: URL must start with ssh://, tcp:// or unix://"
-            )
+        problem = _host_url_problem(url)
+        if problem:
+            raise _fail(f"--arch-host {entry!r}: {problem}")
         try:
             plat = Platform.parse(arch)
         except MultiarchError as exc:
             raise _fail(f"--arch-host {entry!r}: {exc}") from None
-        hosts[plat] = url.strip()
+        hosts[plat] = url
     return hosts
+
+
+def _host_url_problem(url: str) -> str:
+    """Why *url* cannot name a Docker API engine, or ""."""
+    from urllib.parse import urlsplit
+
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in HOST_SCHEMES:
+        return (f"URL must start with ssh://, tcp:// or unix:// (got {url!r}): the engine's API, "
+                "e.g. ssh://ci@graviton or tcp://10.0.0.5:2375")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if scheme == "unix":
+        return "" if parts.path else "unix:// needs a socket path, e.g. unix:///var/run/docker.sock"
+    if not parts.hostname:
+        return f"{url!r} names no host, e.g. {scheme}://host{':2375' if scheme == 'tcp' else ''}"
+    if scheme == "tcp" and port is None:
+        return f"{url!r} names no port, e.g. tcp://{parts.hostname}:2375"
+    return ""
 
 
 def _bool(config: pytest.Config, dest: str, env: str, ini: str) -> bool:
@@ -249,8 +289,10 @@ def load(config: pytest.Config) -> MultiarchConfig:
     _validate_size(mem_limit)
     images = tuple(config.getoption("multiarch_images") or config.getini("multiarch_images"))
     for image in images:
-        if not image.strip():
-            raise _fail("--multiarch-image is empty; give a reference like host:5000/app:1.0")
+        _validate_image(image)
+    gate_only = bool(config.getoption("multiarch_gate_only"))
+    if gate_only and not images:
+        raise _fail("--multiarch-gate-only needs --multiarch-image=REF (the image to gate)")
     smoke = config.getoption("multiarch_smoke_cmd")
     report = config.getoption("multiarch_report")
     baseline = config.getoption("multiarch_baseline")
@@ -258,6 +300,7 @@ def load(config: pytest.Config) -> MultiarchConfig:
     if changed_only and not baseline:
         raise _fail("--multiarch-changed-only needs --multiarch-baseline=PATH")
     cache = config.getoption("multiarch_cache_dir") or os.environ.get("PYTEST_MULTIARCH_CACHE")
+    cache_dir = Path(cache).expanduser() if cache else None
     ref_arch_text = config.getoption("multiarch_reference_arch")
     reference_arch = None
     if ref_arch_text:
@@ -281,8 +324,11 @@ def load(config: pytest.Config) -> MultiarchConfig:
         changed_only=changed_only,
         insecure_registries=tuple(config.getoption("multiarch_insecure")
                                   or config.getini("multiarch_insecure_registries")),
-        cache_dir=Path(cache).expanduser() if cache else None,
+        cache_dir=cache_dir,
         reference_arch=reference_arch,
+        gate_only=gate_only,
+        smoke_timeout=_smoke_timeout(config.getoption("multiarch_smoke_timeout")),
+        cache_problem=_cache_problem(cache_dir) if cache_dir is not None else "",
         **_variant_settings(config),
     )
 
@@ -300,10 +346,62 @@ def _split_cmd(text: str) -> list[str]:
 
 
 def _validate_size(text: str) -> None:
-    units = "bkmg"
-    body = text[:-1] if text and text[-1].lower() in units else text
-    if not body.isdigit() or int(body) <= 0:
-        raise _fail(f"--multiarch-mem-limit={text!r}: expected a size such as 512m or 2g")
+    from pytest_multiarch.runners.base import parse_mem_limit
+
+    try:
+        parse_mem_limit(text)  # the runners' own parser: what passes here, the engine takes
+    except MultiarchError:
+        raise _fail(f"--multiarch-mem-limit={text!r}: expected a size such as 512m, 512mb, 2g "
+                    "or a byte count") from None
+
+
+def _validate_image(text: str) -> None:
+    """One usage error for a reference that cannot name an image (not one failure per check)."""
+    from pytest_multiarch.oci.layout import LayoutReference
+    from pytest_multiarch.oci.reference import Reference
+
+    if not text.strip():
+        raise _fail("--multiarch-image is empty; give a reference like host:5000/app:1.0")
+    try:
+        if text.strip().startswith("oci:"):
+            layout = LayoutReference.parse(text.strip())
+            if not (Path(layout.path) / "index.json").is_file():
+                raise _fail(
+                    f"--multiarch-image={text!r}: {layout.path} is not an OCI layout (no "
+                    "index.json there); make one with e.g. skopeo copy --all docker://REF "
+                    f"oci:{layout.path}:TAG"
+                )
+        else:
+            Reference.parse(text)
+    except MultiarchError as exc:
+        raise _fail(f"--multiarch-image={text!r}: {exc}") from None
+
+
+def _smoke_timeout(text: str | None) -> float:
+    if text is None:
+        return DEFAULT_SMOKE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise _fail(f"--multiarch-smoke-timeout={text!r}: expected a number of seconds > 0, "
+                    "e.g. 10")
+    return value
+
+
+def _cache_problem(path: Path) -> str:
+    """Why *path* cannot hold the cache (said once in the header), or ""."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return (f"--multiarch-cache-dir {path} is not writable ({exc.strerror or exc}); this "
+                "run fetches and scans everything again. Point it at a writable directory")
+    return ""
 
 
 STATE_KEY = pytest.StashKey["State"]()

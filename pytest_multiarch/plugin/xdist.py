@@ -33,7 +33,19 @@ class XdistSupport:
     """Registered by the plugin only when xdist is active."""
 
     def __init__(self, state: State) -> None:
+        self.state = state
         self.arch_names = frozenset(p.arch_name for p in state.archs)
+        self._collected = False
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Every worker collects the same ids; the first list is the shard's collected set."""
+        if self._collected:
+            return
+        self._collected = True
+        from pytest_multiarch.plugin.session import row_of_nodeid
+
+        rows = [row_of_nodeid(nodeid, self.arch_names) for nodeid in ids]
+        self.state.record_collection([r for r in rows if r is not None], [])
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:

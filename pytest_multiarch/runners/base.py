@@ -188,15 +188,21 @@ def require_digest(image: str) -> None:
 
 
 def parse_mem_limit(value: str | int) -> int:
-    """``512m``/``1g``/``32M``/bytes → bytes; UsageError for anything else."""
-    if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*(\d+)\s*([bkmg]?)b?\s*", value.lower())
-    if match is None:
+    """``512m``/``512mb``/``1g``/``1.5g``/bytes → bytes; UsageError for anything else.
+
+    The one size parser of the package (option and runners): the Docker SDK's own, so a value
+    the plugin accepts is one the engine accepts.
+    """
+    from docker.errors import DockerException
+    from docker.utils import parse_bytes
+
+    try:
+        size = value if isinstance(value, int) else int(parse_bytes(value.strip().lower()))
+    except (DockerException, ValueError):
+        size = 0
+    if size <= 0:
         raise UsageError(f"invalid memory limit {value!r}; use e.g. 512m, 1g or a byte count")
-    return int(match.group(1)) * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
-        match.group(2)
-    ]
+    return size
 
 
 def short_cmd(cmd: Sequence[str]) -> str:

@@ -388,7 +388,9 @@ def _die_with_parent() -> None:
     import ctypes
 
     pr_set_pdeathsig = 1
-    with contextlib.suppress(Exception):
+    # Best effort in a preexec_fn: a libc without prctl (OSError, AttributeError) only loses the
+    # kill-on-parent-death; reap_stale_services() still removes what a dead session left.
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 

@@ -13,49 +13,92 @@ session.
 from __future__ import annotations
 
 import threading
-import weakref
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pytest_multiarch.errors import EngineUnavailable, MultiarchError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Runner, Session
 from pytest_multiarch.runners.detect import EngineChoice, PodmanService, detect
 
-__all__ = ["engine_choice", "engine_header", "make_default_runner", "rootfs_runner"]
+if TYPE_CHECKING:
+    from pytest_multiarch.oci.registry import RegistryClient
+
+__all__ = ["EngineSelection", "engine_choice", "engine_header", "make_default_runner",
+           "rootfs_runner"]
 
 
-class _Settings(Protocol):
-    arch_hosts: dict[Platform, str]
-    engine: Any  # Sourced[str]
-    mem_limit: str
-    cache_dir: Path | None
+class EngineSelection:
+    """The engine ``--engine`` means for one session, detected once, and the private podman
+    service of that session (started on first use, shared by its runners)."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._choice: EngineChoice | None = None
+        self._service: PodmanService | None = None
+
+    def choice(self) -> EngineChoice:
+        """:func:`~pytest_multiarch.runners.detect.detect`'s answer (EngineUnavailable)."""
+        with self._lock:
+            if self._choice is None:
+                self._choice = detect(self.engine)
+            return self._choice
+
+    def podman_service(self) -> PodmanService:
+        """The session's one private ``podman system service`` (not started until acquired)."""
+        with self._lock:
+            if self._service is None:
+                self._service = PodmanService()
+            return self._service
 
 
-class _State(Protocol):
-    cfg: Any
-    session_id: str
+class _EngineSetting(Protocol):
+    @property
+    def value(self) -> str: ...
 
-    def registry(self) -> Any: ...
-
-
-# One engine choice and at most one private podman service per session state.
-_LOCK = threading.Lock()
-_CHOICES: weakref.WeakKeyDictionary[Any, EngineChoice] = weakref.WeakKeyDictionary()
-_SERVICES: weakref.WeakKeyDictionary[Any, PodmanService] = weakref.WeakKeyDictionary()
+    @property
+    def source(self) -> str: ...
 
 
-def engine_choice(state: _State) -> EngineChoice:
+class RunnerSettings(Protocol):
+    """What the factory reads of the session's settings."""
+
+    @property
+    def arch_hosts(self) -> Mapping[Platform, str]: ...
+
+    @property
+    def engine(self) -> _EngineSetting: ...
+
+    @property
+    def mem_limit(self) -> str: ...
+
+    @property
+    def cache_dir(self) -> Path | None: ...
+
+
+class RunnerContext(Protocol):
+    """What the factory needs of a session: settings, id, engine selection, registry client."""
+
+    @property
+    def cfg(self) -> RunnerSettings: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def engines(self) -> EngineSelection: ...
+
+    def registry(self) -> RegistryClient: ...
+
+
+def engine_choice(state: RunnerContext) -> EngineChoice:
     """The engine ``--engine`` means for this session, detected once (EngineUnavailable)."""
-    with _LOCK:
-        choice = _CHOICES.get(state)
-        if choice is None:
-            choice = detect(str(state.cfg.engine.value))
-            _CHOICES[state] = choice
-        return choice
+    return state.engines.choice()
 
 
-def engine_header(state: _State) -> str:
+def engine_header(state: RunnerContext) -> str:
     """``engine=podman unix:///run/podman/podman.sock (from option; …)`` for the report header."""
     source = state.cfg.engine.source
     try:
@@ -64,7 +107,7 @@ def engine_header(state: _State) -> str:
         return f"engine={state.cfg.engine.value} (from {source}; UNAVAILABLE: {exc})"
 
 
-def make_default_runner(state: _State, platform: Platform) -> Runner:
+def make_default_runner(state: RunnerContext, platform: Platform) -> Runner:
     """The runner for *platform*: its ``--arch-host`` engine, else per ``--engine``.
 
     ``auto`` uses the engine :func:`~pytest_multiarch.runners.detect.detect` found and falls back to
@@ -91,7 +134,9 @@ def make_default_runner(state: _State, platform: Platform) -> Runner:
     return rootfs_runner(state, platform, session)
 
 
-def rootfs_runner(state: _State, platform: Platform, session: Session | None = None) -> Runner:
+def rootfs_runner(
+    state: RunnerContext, platform: Platform, session: Session | None = None
+) -> Runner:
     """The engine-less runner for *platform*, unpacking into the session's rootfs cache."""
     from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 
@@ -102,17 +147,14 @@ def rootfs_runner(state: _State, platform: Platform, session: Session | None = N
                         mem_limit=cfg.mem_limit)
 
 
-def _engine_runner(state: _State, choice: EngineChoice, platform: Platform, session: Session,
+def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platform, session: Session,
                    *, connect_timeout: float) -> Runner:
     from pytest_multiarch.runners.docker.engine import EngineRunner, reap_stale
 
     service = None
     url = None if choice.from_env else choice.url
     if choice.start_service:
-        with _LOCK:
-            service = _SERVICES.get(state)
-            if service is None:
-                service = _SERVICES[state] = PodmanService()
+        service = state.engines.podman_service()
         url = service.acquire()
     try:
         runner = EngineRunner(url, platform=platform, session=session,

@@ -7,10 +7,12 @@ caches).  No pytest here: fixtures and gate items call these functions.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import AuditFailed, MultiarchError
 from pytest_multiarch.oci.resolve import (
     OpenedSource,
     ResolvedImage,
@@ -25,46 +27,75 @@ if TYPE_CHECKING:
     from pytest_multiarch.audit.verdicts import AuditResult
     from pytest_multiarch.checks.rest import RestService
     from pytest_multiarch.oci.registry import Manifest
-    from pytest_multiarch.runners.base import Container, Runner, RunResult
+    from pytest_multiarch.runners.base import Command, Container, Runner, RunResult
     from pytest_multiarch.session.state import State
 
 
-class AuditFailed(MultiarchError):
-    """The static audit found binaries that would not run on the variant's platform."""
+__all__ = ["AuditFailed", "ImageCache", "VariantFacts"]  # AuditFailed: its old home
+
+
+@dataclass(frozen=True, slots=True)
+class VariantFacts:
+    """What a baseline records of one resolved variant: plain strings, no client objects."""
+
+    digest: str
+    config: str
+    layers: tuple[str, ...]
+
+
+@dataclass(eq=False, slots=True)
+class ImageCache:
+    """The images one session touched, keyed by the reference text the user gave."""
+
+    #: reference text -> its opened source (registry client or OCI layout) and parsed reference
+    sources: dict[str, OpenedSource] = field(default_factory=dict)
+    #: reference text -> its top-level manifest (usually an index), fetched once
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    #: reference text -> the platforms its index lists (empty when they cannot be listed)
+    index_platforms: dict[str, list[str]] = field(default_factory=dict)
+    #: (reference text, arch name) -> the resolved variant
+    resolved: dict[tuple[str, str], ResolvedImage] = field(default_factory=dict)
+
+    def variant_facts(self) -> dict[tuple[str, str], VariantFacts]:
+        """(reference text, arch name) -> digests of every variant resolved so far."""
+        return {
+            key: VariantFacts(r.digest, r.config_digest, tuple(layer.digest for layer in r.layers))
+            for key, r in self.resolved.items()
+        }
 
 
 def opened(state: State, text: str) -> OpenedSource:
     """The image source for *text* (registry reference or ``oci:DIR[:TAG]``), cached."""
-    if text not in state.sources:
-        state.sources[text] = open_source(text, client=state.registry())
-    source: OpenedSource = state.sources[text]
-    return source
+    cache = state.images.sources
+    if text not in cache:
+        cache[text] = open_source(text, client=state.registry())
+    return cache[text]
 
 
 def resolve_variant(state: State, text: str, plat: Platform) -> ResolvedImage:
     """*text*'s variant for *plat*; raises PlatformNotInIndex naming what the index has."""
     key = (text, plat.arch_name)
-    resolved = state.resolved.get(key)
+    resolved = state.images.resolved.get(key)
     if resolved is None:
         source, ref = opened(state, text)
         resolved = resolve(source, ref, plat, manifest=top_manifest(state, text))
-        state.resolved[key] = resolved
+        state.images.resolved[key] = resolved
     return resolved
 
 
 def top_manifest(state: State, text: str) -> Manifest:
     """The manifest *text* names (usually an index), fetched once per session."""
-    if text not in state.manifests:
+    cache = state.images
+    if text not in cache.manifests:
         source, ref = opened(state, text)
         manifest = source.get_manifest(ref)
-        state.manifests[text] = manifest
+        cache.manifests[text] = manifest
         try:
             plats = list_platforms(source, ref, manifest=manifest)
-            state.index_platforms[text] = [str(p) for p in plats]
-        except MultiarchError:
-            state.index_platforms[text] = []
-    top: Manifest = state.manifests[text]
-    return top
+            cache.index_platforms[text] = [str(p) for p in plats]
+        except MultiarchError:  # a single-platform manifest lists none; resolve() says why
+            cache.index_platforms[text] = []
+    return cache.manifests[text]
 
 
 def audit_variant(
@@ -104,20 +135,30 @@ def runner_for(state: State, text: str, plat: Platform) -> Runner:
 
 
 def run_variant(
-    state: State, text: str, plat: Platform, cmd: Any = None, *, check: bool = False,
-    **options: Any,
+    state: State, text: str, plat: Platform, cmd: Command | None = None, *,
+    check: bool = False, env: Mapping[str, str] | None = None, timeout: float | None = None,
+    mem_limit: str | None = None,
 ) -> tuple[RunResult, str]:
     """Run *cmd* in *text*'s *plat* variant, by digest. Returns the result and the digest.
 
     An exec format error carries what the static audit says the binary really is.
     """
-    from pytest_multiarch.errors import ExecFormatError
+    from pytest_multiarch.errors import (
+        CommandFailed,
+        CommandNotFound,
+        ExecFormatError,
+        LoaderMissing,
+    )
     from pytest_multiarch.runners.base import check_runs
 
     resolved = resolve_variant(state, text, plat)
-    options.setdefault("mem_limit", state.cfg.mem_limit)
     try:
-        result = runner_for(state, text, plat).run(resolved.pinned, plat, cmd, **options)
+        result = runner_for(state, text, plat).run(
+            resolved.pinned, plat, cmd, env=env, timeout=timeout,
+            mem_limit=mem_limit or state.cfg.mem_limit,
+        )
+        if check:
+            check_runs(result)
     except ExecFormatError as exc:
         hint = _audit_hint(state, text, plat)
         if not hint:
@@ -125,18 +166,34 @@ def run_variant(
         enriched = ExecFormatError(f"{exc} The static audit says: {hint}")
         enriched.logs = exc.logs
         raise enriched from None
-    if check:
-        check_runs(result)
+    except (CommandFailed, CommandNotFound) as exc:
+        # "No such file or directory" for a binary that is there: the audit knows whether its
+        # dynamic loader is missing, which no exit code can tell.
+        loader = _missing_loader(state, text, plat) if cmd is None else ""
+        if not loader:
+            raise
+        missing = LoaderMissing(
+            f"{loader}: the default command cannot start (this is not the application failing). "
+            "Install the loader (the libc package of this architecture) in the image, or link "
+            "the binary statically."
+        )
+        missing.logs = exc.logs
+        raise missing from None
     return result, resolved.digest
 
 
 def start_variant(
-    state: State, text: str, plat: Platform, **options: Any
+    state: State, text: str, plat: Platform, cmd: Command | None = None, *,
+    env: Mapping[str, str] | None = None, ports: Sequence[int | str] = (),
+    mem_limit: str | None = None, name: str | None = None,
 ) -> tuple[Container, str]:
     """Start *text*'s *plat* variant, by digest. Returns the container and the digest."""
     resolved = resolve_variant(state, text, plat)
-    options.setdefault("mem_limit", state.cfg.mem_limit)
-    return runner_for(state, text, plat).start(resolved.pinned, plat, **options), resolved.digest
+    container = runner_for(state, text, plat).start(
+        resolved.pinned, plat, cmd, env=env, ports=ports,
+        mem_limit=mem_limit or state.cfg.mem_limit, name=name,
+    )
+    return container, resolved.digest
 
 
 def _audit_hint(state: State, text: str, plat: Platform) -> str:
@@ -146,6 +203,18 @@ def _audit_hint(state: State, text: str, plat: Platform) -> str:
     except Exception:  # the hint is a nicety; the classified error stands without it
         return ""
     return " ".join(f.message for f in audit.failures[:1])
+
+
+def _missing_loader(state: State, text: str, plat: Platform) -> str:
+    """The audit's loader-missing finding of the variant's entrypoint, or ""."""
+    from pytest_multiarch.audit.findings import Kind
+
+    try:
+        audit = audit_variant(state, text, plat, allow=state.cfg.allow_foreign)
+    except MultiarchError:  # the run's own classification stands without the audit's view
+        return ""
+    found = [f.message for f in audit.failures if f.kind is Kind.LOADER_MISSING]
+    return found[0] if found else ""
 
 
 def emulation_factor(state: State, text: str, plat: Platform) -> float:
@@ -185,17 +254,20 @@ def engine_client(state: State, plat: Platform, what: str) -> Any:
 
 
 def rest_service_for(
-    state: State, service: str, database: str, plat: Platform, what: str
+    state: State, service: str, database: str | None, plat: Platform, what: str
 ) -> AbstractContextManager[RestService]:
-    """*service*'s *plat* variant with *database*'s beside it, both by digest, ready when
-    entered; readiness waits scale with the emulation factor. *what* names the caller."""
+    """*service*'s *plat* variant with *database*'s beside it (None: no database), both by
+    digest, ready when entered; readiness waits scale with the emulation factor. *what* names
+    the caller."""
     from pytest_multiarch.checks.rest import rest_service
 
     return rest_service(
         engine_client(state, plat, what), platform=plat,
         service_image=resolve_variant(state, service, plat).pinned,
-        db_image=resolve_variant(state, database, plat).pinned,
-        session_id=state.session_id, emulation_factor=emulation_factor(state, database, plat),
+        db_image=resolve_variant(state, database, plat).pinned if database else "",
+        with_database=database is not None,
+        session_id=state.session_id,
+        emulation_factor=emulation_factor(state, database or service, plat),
     )
 
 
@@ -223,14 +295,28 @@ def gate_binaries(state: State, text: str, plat: Platform) -> str:
 
 
 def gate_smoke(state: State, text: str, plat: Platform) -> str:
-    """The variant's default command (or ``--multiarch-smoke-cmd``) runs and exits 0."""
+    """The variant's default command (or ``--multiarch-smoke-cmd``) runs.
+
+    The rule for long-running commands: a command that exits 0 passes, one that exits non-zero
+    fails (classified), and one still running after ``--multiarch-smoke-timeout`` native seconds
+    times the emulation factor is a service that started and stays up: it passes, and the summary
+    says so.  A command that hangs instead of serving is told apart only by a smoke command that
+    exits (``--multiarch-smoke-cmd``).
+    """
+    from pytest_multiarch.errors import RunTimeout
+
     cmd = list(state.cfg.smoke_cmd) if state.cfg.smoke_cmd else None
-    # A server entrypoint never exits: bound the run (scaled for emulation) so the gate ends.
-    factor = emulation_factor(state, text, plat)
-    _, digest = run_variant(state, text, plat, cmd, check=True,
-                            timeout=SMOKE_TIMEOUT * max(1.0, factor))
+    factor = emulation_factor(state, text, plat) if plat != Platform.host() else 1.0
+    alive_after = state.cfg.smoke_timeout * max(1.0, factor)
+    try:
+        _, digest = run_variant(state, text, plat, cmd, check=True, timeout=alive_after)
+    except RunTimeout:
+        # a note on the test's report (user property), so an xdist controller says it too
+        state.notes[(text, plat.arch_name)] = (
+            f"multiarch: smoke of {text} [{plat.arch_name}]: still running after "
+            f"{alive_after:.0f}s ({state.cfg.smoke_timeout:g}s x emulation {factor:.1f}), "
+            "counted as a service that started and stays up; give --multiarch-smoke-cmd for a "
+            "command that exits"
+        )
+        return resolve_variant(state, text, plat).digest
     return digest
-
-
-#: Native seconds the smoke check's command may take before it fails as RunTimeout.
-SMOKE_TIMEOUT = 30.0

@@ -15,6 +15,8 @@ T = TypeVar("T")
 
 ENGINES = ("auto", "docker", "podman", "rootfs")
 DEFAULT_MEM_LIMIT = "512m"
+#: Native seconds the gate's smoke command runs before it counts as a service that stays up.
+DEFAULT_SMOKE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,11 @@ class MultiarchConfig:
     insecure_registries: tuple[str, ...] = ()
     cache_dir: Path | None = None
     reference_arch: Platform | None = None
+    #: ``--multiarch-gate-only``: no test files are collected, only the generated gate runs
+    gate_only: bool = False
+    smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT
+    #: why ``--multiarch-cache-dir`` cannot be used (the run goes on without a cache), or ""
+    cache_problem: str = ""
     #: --multiarch-expect-platforms: the index must list exactly these (None: not checked)
     expect_platforms_from: Sourced[tuple[Platform, ...]] | None = None
     #: --multiarch-require-attestations: kinds every variant must carry

@@ -1,26 +1,34 @@
 """Per-session state: which archs can run, the runners, the registry client and the matrix.
 
-No pytest import: the plugin passes in what it needs (the hook relay and config object are only
-handed through to hook calls).
+No pytest import: the plugin hands in what it needs as plain callables (``make_runner`` for the
+``pytest_multiarch_make_runner`` hook, ``on_report`` for ``pytest_multiarch_report``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import threading
 import uuid
-import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.factory import EngineSelection
+from pytest_multiarch.session.images import ImageCache
 from pytest_multiarch.session.report import Matrix
 
 if TYPE_CHECKING:
     from pytest_multiarch.oci.registry import RegistryClient
     from pytest_multiarch.runners.base import Runner
     from pytest_multiarch.session.settings import MultiarchConfig
+
+#: ``make_runner(platform)``: a runner of the user's (the hook's answer), or None for the default.
+MakeRunner = Callable[[Platform], "Runner | None"]
+#: ``log_source()``: ``{title: text}`` of containers a test has running right now.
+LogSource = Callable[[], Mapping[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,47 +41,46 @@ class ArchStatus:
     fix: str = ""
 
 
-_LIVE_STATES: weakref.WeakSet[State] = weakref.WeakSet()
-
-
 @dataclass(eq=False)
 class State:
     """Everything the plugin keeps for one pytest session (one per xdist worker)."""
 
     cfg: MultiarchConfig
     archs: tuple[Platform, ...]
-    hook: Any = None
-    config: Any = None
+    make_runner: MakeRunner | None = None
+    on_report: Callable[[dict[str, Any]], None] | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     matrix: Matrix = field(init=False)
+    #: resolved variants, top manifests and opened sources of every image the session touched
+    images: ImageCache = field(default_factory=ImageCache)
+    #: the engine ``--engine`` means here, detected once, and the session's podman service
+    engines: EngineSelection = field(init=False)
+    #: node id -> the variant digest the test ran, for the JUnit properties and the matrix
     digests: dict[str, str] = field(default_factory=dict)
     logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    log_sources: dict[str, list[Any]] = field(default_factory=dict)
-    failed_items: dict[str, bool] = field(default_factory=dict)
+    log_sources: dict[str, list[LogSource]] = field(default_factory=dict)
     summary_lines: list[str] = field(default_factory=list)
-    #: (reference text, arch name) -> ResolvedImage, filled by pytest_multiarch.session.images
-    resolved: dict[tuple[str, str], Any] = field(default_factory=dict)
-    #: reference text -> platforms its index lists
-    index_platforms: dict[str, list[str]] = field(default_factory=dict)
-    #: reference text -> its top-level Manifest (index), fetched once
-    manifests: dict[str, Any] = field(default_factory=dict)
-    #: reference text -> OpenedSource (registry client or OCI layout), see images.opened
-    sources: dict[str, Any] = field(default_factory=dict)
+    #: (reference text, arch name) -> a line a check wants in the summary (see NOTE_PROPERTY)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
     #: measured emulation factor per platform (1.0 native)
     emulation: dict[Platform, float] = field(default_factory=dict)
     #: runners for OCI layouts, which an engine cannot pull
     layout_runners: dict[Platform, Runner] = field(default_factory=dict)
+    #: node id -> the answers its ``multiarch_rest.record`` calls normalized (checks.rest.Answer)
+    rest_records: dict[str, list[Any]] = field(default_factory=dict)
+    #: pytest's exit status, for the report (a shard that crashed must not look green)
+    exitstatus: int | None = None
     _status: dict[Platform, ArchStatus] = field(default_factory=dict)
     _runners: dict[Platform, Runner] = field(default_factory=dict)
     _registry: RegistryClient | None = None
     # Re-entrant: runner() holds it while make_default_runner() asks registry() for the rootfs
     # runner's client.
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _closers: list[Any] = field(default_factory=list)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.matrix = Matrix([p.arch_name for p in self.archs])
-        _LIVE_STATES.add(self)
+        self.engines = EngineSelection(str(self.cfg.engine.value))
 
     # -- availability -----------------------------------------------------------------------
 
@@ -81,8 +88,30 @@ class State:
         """Can *plat* run here? Cached; remote hosts are checked when their runner starts."""
         if plat not in self._status:
             self._status[plat] = self._compute_status(plat)
-            self.matrix.line(plat.arch_name).how = self._status[plat].how
+            line = self.matrix.line(plat.arch_name)
+            line.how = self._status[plat].how
+            line.run = {**self._run_facts(plat), **line.run}  # a runner already said which
         return self._status[plat]
+
+    def _run_facts(self, plat: Platform) -> dict[str, Any]:
+        """Where *plat* runs, for the report: a merge shows which machine each shard came from.
+
+        ``cpu_model`` is the emulated CPU model (``QEMU_CPU``); None means qemu's default.
+        """
+        import platform as _platform
+
+        host_url = self.cfg.arch_hosts.get(plat)
+        if host_url is not None:  # the remote engine's CPU is not visible through its API
+            return {"host": _host_of(host_url), "machine": plat.architecture, "cpu": None,
+                    "runner": "remote engine"}
+        facts: dict[str, Any] = {"host": _platform.node(), "machine": _platform.machine(),
+                                 "cpu": _cpu_name(), "runner": self.cfg.engine.value}
+        if plat != Platform.host():  # the CPU is qemu's model, not the host's
+            from pytest_multiarch.host import binfmt
+
+            facts["host_cpu"], facts["cpu"] = facts["cpu"], None
+            facts["qemu"] = binfmt.qemu_version(plat)  # None for a missing qemu; never raises
+        return facts
 
     def _compute_status(self, plat: Platform) -> ArchStatus:
         host_url = self.cfg.arch_hosts.get(plat)
@@ -129,12 +158,12 @@ class State:
                                         self.cfg.require_attestations_from)) if found]
         if variant:
             lines.append("multiarch: " + "; ".join(variant))
+        if self.cfg.cache_problem:
+            lines.append(f"multiarch: cache off: {self.cfg.cache_problem}")
         return lines
 
     def _known_emulation_factor(self, plat: Platform) -> float | None:
         """The factor measured for *plat* by an earlier session (cached per qemu version)."""
-        import json
-
         from pytest_multiarch.host import binfmt
         from pytest_multiarch.runners import emulation
 
@@ -166,17 +195,15 @@ class State:
         with self._lock:
             runner = self._runners.get(plat)
             if runner is None:
-                if self.hook is not None:
-                    runner = self.hook.pytest_multiarch_make_runner(
-                        config=self.config, platform=plat
-                    )
+                runner = self.make_runner(plat) if self.make_runner is not None else None
                 if runner is None:
                     from pytest_multiarch.runners.factory import make_default_runner
 
                     runner = make_default_runner(self, plat)
                 self._runners[plat] = runner
-                with contextlib.suppress(Exception):
-                    self.matrix.line(plat.arch_name).how = runner.describe()
+                self.matrix.line(plat.arch_name).how = runner.describe()
+                # which runner, not just the engine option (auto may land on rootfs)
+                self.matrix.line(plat.arch_name).run["runner"] = type(runner).__name__
             return runner
 
     def set_emulation_factor(self, plat: Platform, factor: float) -> None:
@@ -187,11 +214,11 @@ class State:
         """``--multiarch-cache-dir``/*name*, or None for the module's own default cache."""
         return self.cfg.cache_dir / name if self.cfg.cache_dir is not None else None
 
-    def add_closer(self, closer: Any) -> None:
+    def add_closer(self, closer: Callable[[], None]) -> None:
         """Call *closer()* when the session ends (after the runners are cleaned up)."""
         self._closers.append(closer)
 
-    def add_log_source(self, nodeid: str, source: Any) -> None:
+    def add_log_source(self, nodeid: str, source: LogSource) -> None:
         """*source()* returns ``{title: text}`` of containers a test has running right now."""
         self.log_sources.setdefault(nodeid, []).append(source)
 
@@ -199,8 +226,11 @@ class State:
         """The logs recorded for a test plus those of its still-running containers."""
         found = list(self.logs.get(nodeid, []))
         for source in self.log_sources.get(nodeid, []):
-            with contextlib.suppress(Exception):
-                found.extend((str(k), str(v)) for k, v in dict(source()).items())
+            try:
+                found.extend((str(k), str(v)) for k, v in source().items())
+            except Exception as exc:  # logs ride along a failure that is already reported:
+                # a container or engine that is gone must not replace it with another
+                found.append(("(unavailable)", f"container logs could not be read: {exc}"))
         return found
 
     def forget_logs(self, nodeid: str) -> None:
@@ -210,14 +240,35 @@ class State:
 
     # -- end of session ---------------------------------------------------------------------
 
-    def finish(self, config: Any) -> None:
+    def record_collection(self, selected: list[tuple[str, str]],
+                          deselected: list[tuple[str, str]]) -> None:
+        """(arch, row) of the tests selected and deselected, for "not run" versus "missing"."""
+        for arch, row in selected:
+            self.matrix.collected.setdefault(arch, []).append(row)
+        for arch, row in deselected:
+            self.matrix.deselected.setdefault(arch, []).append(row)
+
+    def image_facts(self) -> tuple[dict[str, str], dict[str, dict[str, dict[str, Any]]]]:
+        """(reference -> index digest, reference -> arch -> variant) of what this process
+        resolved; a single-platform manifest's own digest stands for its index."""
+        indexes: dict[str, str] = {}
+        variants: dict[str, dict[str, dict[str, Any]]] = {}
+        for (ref, arch), resolved in list(self.images.resolved.items()):
+            indexes.setdefault(ref, resolved.index_digest or resolved.digest)
+            variants.setdefault(ref, {})[arch] = {
+                "digest": resolved.digest, "config": resolved.config_digest,
+                "layers": [layer.digest for layer in resolved.layers],
+            }
+        return indexes, variants
+
+    def finish(self) -> None:
         """Write the JSON report and baseline; then clean up."""
         if self.cfg.report_path is not None or self.cfg.baseline_path is not None:
             from pytest_multiarch.session.report import write_json
 
             document = self.report_document()
-            if self.hook is not None:
-                self.hook.pytest_multiarch_report(config=config, report=document)
+            if self.on_report is not None:
+                self.on_report(document)
             if self.cfg.report_path is not None:
                 try:
                     write_json(self.cfg.report_path, document)
@@ -229,39 +280,68 @@ class State:
                         f"multiarch: could not write report {self.cfg.report_path}: {exc.strerror}"
                     )
             if self.cfg.baseline_path is not None:
-                from pytest_multiarch.session.baseline import update_baseline
+                from pytest_multiarch.session import baseline
 
-                self.summary_lines.extend(update_baseline(self, document))
+                observed = baseline.snapshot(
+                    self.images.variant_facts(), self.images.index_platforms,
+                    self.matrix.outcomes, self.matrix.package_versions(),
+                )
+                self.summary_lines.extend(
+                    baseline.update_baseline(self.cfg.baseline_path, observed)
+                )
         self.close()
 
     def report_document(self) -> dict[str, Any]:
         """The JSON report: the matrix plus host, engine and qemu facts."""
-        extra: dict[str, Any] = {"session": self.session_id,
-                                 "engine": self.cfg.engine.value}
-        with contextlib.suppress(Exception):
-            from pytest_multiarch.host import binfmt
+        from pytest_multiarch.host import binfmt
 
-            extra["qemu"] = {
-                p.arch_name: binfmt.qemu_version(p) for p in self.archs if p != Platform.host()
-            }
+        extra: dict[str, Any] = {"session": self.session_id,
+                                 "engine": self.cfg.engine.value,
+                                 "exitstatus": self.exitstatus}
+        for plat in self.archs:  # an xdist controller (or a quiet run) never asked before
+            self.status(plat)
+        indexes, variants = self.image_facts()  # this process's; xdist workers' came by report
+        for ref, digest in indexes.items():
+            self.matrix.index_digests.setdefault(ref, digest)
+        for ref, per_arch in variants.items():
+            for arch, variant in per_arch.items():
+                self.matrix.variants.setdefault(ref, {}).setdefault(arch, variant)
+        # qemu_version() answers None for a missing or silent qemu; it does not raise.
+        extra["qemu"] = {
+            p.arch_name: binfmt.qemu_version(p) for p in self.archs if p != Platform.host()
+        }
         return self.matrix.to_json(extra)
 
     def close(self) -> None:
-        """Clean up every runner (labelled containers, networks, volumes). Idempotent."""
+        """Clean up every runner (labelled containers, networks, volumes). Idempotent.
+
+        Every runner and closer gets its turn even when one fails; a failure is said in the
+        summary (what is left behind carries the session's labels: the next run reaps it).
+        """
         runners, self._runners = list(self._runners.values()), {}
-        for runner in runners:
-            with contextlib.suppress(Exception):
-                runner.close()
         closers, self._closers = self._closers, []
-        for closer in reversed(closers):
-            with contextlib.suppress(Exception):
-                closer()
+        steps: list[tuple[str, Callable[[], None]]] = [
+            (f"runner {r.describe()}", r.close) for r in runners
+        ]
+        steps.extend(("session resource", closer) for closer in reversed(closers))
+        for what, step in steps:
+            try:
+                step()
+            except (MultiarchError, OSError) as exc:
+                self.summary_lines.append(f"multiarch: cleanup of {what} failed: {exc}")
 
 
-def cleanup_all_sessions() -> None:
-    """Close every live session's runners (Ctrl-C path)."""
-    for state in list(_LIVE_STATES):
-        state.close()
+def _cpu_name() -> str | None:
+    """This machine's CPU model as the kernel names it (x86 ``model name``, others vary)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu model", "cpu", "Model") and value.strip():
+            return value.strip()
+    return None
 
 
 def _host_of(url: str) -> str:

@@ -267,6 +267,7 @@ def facts(state: State, text: str, plat: Platform) -> dict[str, Any]:
         out["attachments"] = seen.attached[key].to_json()
     if key in seen.packages:
         out["packages"] = len(seen.packages[key].packages)
+        out["package_versions"] = seen.packages[key].versions  # for the baseline, via xdist
         try:  # a side note for the report: the check itself reports what went wrong
             skews = package_skew(state, text)
         except MultiarchError:
@@ -274,11 +275,6 @@ def facts(state: State, text: str, plat: Platform) -> dict[str, Any]:
         out["packages_differing"] = {s.name: s.versions.get(plat.arch_name)
                                      for s in skews if not s.by_nature}
     return out
-
-
-def versions_seen(state: State) -> dict[tuple[str, str], dict[str, str]]:
-    """(image, arch) -> package name -> version, for every variant read this session."""
-    return {key: found.versions for key, found in _seen(state).packages.items()}
 
 
 def _paragraph(title: str, problems: list[Problem]) -> str:

@@ -81,9 +81,60 @@ def test_rebuilt_variant_is_the_only_change_and_the_only_rerun(
     assert "::platform[arm64] PASSED" in out
     assert "[amd64] PASSED" not in out
     second.stdout.fnmatch_lines([
-        f"multiarch: --multiarch-changed-only: changed variants: {ref} [[]arm64[]]; "
+        f"multiarch: --multiarch-changed-only: changed or failing variants: {ref} [[]arm64[]]; "
         "7 test(s) deselected",
         "multiarch baseline: compared with *: * change(s)",
         f"  {ref} [[]arm64[]]: new digest * -> *",
     ])
     assert f"{ref} [amd64]: new digest" not in out
+
+
+def test_a_broken_variant_is_reported_until_it_is_fixed(
+    pytester: pytest.Pytester, testbed: Testbed, tmp_path: Path
+) -> None:
+    """pass -> break -> changed-only -> changed-only again -> fixed -> nothing to re-test."""
+    repo = f"scratch-glue-baseline/app-{uuid.uuid4().hex[:8]}"
+    good = testbed.corpus["busybox"]["digests"]
+    bad = testbed.corpus["mislabeled"]["digests"]
+    busybox = f"{testbed.registry}/{testbed.corpus['busybox']['repository']}"
+    mislabeled = f"{testbed.registry}/{testbed.corpus['mislabeled']['repository']}"
+    amd64 = copy_variant(testbed, f"{busybox}@{good['linux/amd64']}", repo, "amd64")
+    arm64_good = copy_variant(testbed, f"{busybox}@{good['linux/arm64']}", repo, "arm64-good")
+    arm64_bad = copy_variant(testbed, f"{mislabeled}@{bad['linux/arm64']}", repo, "arm64-bad")
+    ref = f"{testbed.registry}/{repo}:1"
+    baseline = tmp_path / "baseline.json"
+    args = [f"--multiarch-image={ref}", "--arch=amd64,arm64", "--multiarch-gate-only",
+            f"--multiarch-baseline={baseline}", "-p", "no:cacheprovider", "-k", "not smoke"]
+
+    push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_good})
+    pytester.runpytest_subprocess(*args, timeout=300).assert_outcomes(passed=6, deselected=2)
+
+    push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_bad})  # the base moved: broken
+    for attempt in range(2):  # the regression is reported again, not learned as the new normal
+        broken = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", timeout=300)
+        assert broken.ret == pytest.ExitCode.TESTS_FAILED, attempt
+        broken.assert_outcomes(passed=2, failed=1, deselected=5)
+        broken.stdout.fnmatch_lines([
+            f"multiarch: --multiarch-changed-only: changed or failing variants: {ref} "
+            "[[]arm64[]]; 4 test(s) deselected",
+            f"  {ref} [[]arm64[]]: new digest * -> *",
+            f"  {ref} [[]arm64[]]: {'REGRESSION' if attempt == 0 else 'STILL FAILING'}: {ref} "
+            "binaries *",
+            "multiarch baseline: not learned (failing, kept selected for --multiarch-changed-only"
+            f" until they pass): {ref} [[]arm64[]]",
+        ])
+        recorded = json.loads(baseline.read_text())["images"][ref]["variants"]["arm64"]
+        assert recorded["digest"] == arm64_good[0], "the last good digest is kept"
+
+    push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_good})  # fixed
+    fixed = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", timeout=300)
+    assert fixed.ret == pytest.ExitCode.OK
+    fixed.assert_outcomes(passed=3, deselected=5)
+
+    quiet = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", timeout=300)
+    assert quiet.ret == pytest.ExitCode.OK
+    quiet.assert_outcomes(deselected=8)
+    quiet.stdout.fnmatch_lines([
+        "multiarch: --multiarch-changed-only: nothing changed since the baseline, nothing to "
+        "re-test (exit 0)",
+    ])

@@ -449,6 +449,9 @@ class FakeState:
                                                                           source="option"),
                                    mem_limit="256m", cache_dir=None)
         self.session_id = f"default-{engine}-{os.getpid()}"
+        from pytest_multiarch.runners.factory import EngineSelection
+
+        self.engines = EngineSelection(engine)  # the session holds the engine choice
 
     def registry(self) -> Any:
         from pytest_multiarch.oci.registry import RegistryClient

@@ -61,3 +61,26 @@ def test_missing_handler_skips_with_the_fix_or_fails_when_required(
         "test_uname.py::test_uname *| PASS *| ERROR ArchUnavailable*",
     ])
     assert required.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_ssh_remote_host_runs_after_a_plain_install(
+    uname_suite: pytest.Pytester, testbed: Testbed
+) -> None:
+    """``ssh://`` through paramiko (a main dependency, no extra), with the user's own
+    ``~/.ssh/config`` (a real subprocess: pytester would replace HOME)."""
+    import os
+    import pwd
+    import subprocess
+    import sys
+
+    url = testbed.env["DOCKER_SSH_HOST"]
+    env = {**os.environ, "HOME": pwd.getpwuid(os.getuid()).pw_dir}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--arch=amd64",
+         f"--arch-host=amd64={url}"],
+        cwd=uname_suite.path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"multiarch: binfmt: amd64 native on {url.rsplit('@', 1)[-1]}" in done.stdout
+    assert "1 passed" in done.stdout
+    assert "ModuleNotFoundError" not in done.stdout + done.stderr

@@ -139,3 +139,101 @@ def test_wrong_credentials_fail_clearly_without_leaking(
     assert secret not in out
     assert auth not in out
     result.stdout.fnmatch_lines(["*401*" if "401" in out else "*credentials*"])
+
+
+def test_missing_loader_fails_the_smoke_check_as_loader_missing(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('missing-loader')}", "--arch=arm64",
+                  "-k", "smoke")
+    result.assert_outcomes(failed=1, deselected=3)
+    result.stdout.fnmatch_lines([
+        "*/usr/bin/hello is dynamically linked and asks for the loader /lib/ld-linux-aarch64.so.1,"
+        " which is not in the image*: the default command cannot start (this is not the "
+        "application failing)*",
+        "*missing-loader:1 smoke *| FAIL LoaderMissing*",
+    ])
+    assert "the command ran, so this is the application failing" not in result.stdout.str()
+
+
+def test_corrupt_layer_in_the_smoke_check_is_a_digest_mismatch(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('corrupt')}", "--arch=arm64",
+                  "-k", "smoke")
+    result.assert_outcomes(failed=1, deselected=3)
+    result.stdout.fnmatch_lines([
+        "*refused a layer of *corrupt@sha256:* for linux/arm64: filesystem layer verification "
+        "failed for digest sha256:*. A blob in the registry does not hash to its digest*",
+        "*corrupt:1 smoke *| FAIL DigestMismatchError*",
+    ])
+
+
+def test_a_service_that_stays_up_passes_the_smoke_check_in_bounded_time(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    import time
+
+    started = time.monotonic()
+    result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", "--arch=amd64,arm64",
+                  "-k", "smoke", "--multiarch-smoke-cmd=sleep 600",
+                  "--multiarch-smoke-timeout=1")
+    result.assert_outcomes(passed=2, deselected=6)
+    result.stdout.fnmatch_lines([
+        f"multiarch: smoke of {testbed.ref('busybox')} [[]amd64[]]: still running after 1s (1s x "
+        "emulation 1.0), counted as a service that started and stays up; give "
+        "--multiarch-smoke-cmd for a command that exits",
+    ])
+    result.stdout.fnmatch_lines(["*[[]arm64[]]: still running after *s (1s x emulation *"])
+    # 1 s times the emulation factor per arch, plus pulls: nowhere near the old 300 s per arch
+    assert time.monotonic() - started < 120
+
+
+def test_a_command_that_exits_non_zero_still_fails_the_smoke_check(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", "--arch=amd64",
+                  "-k", "smoke", "--multiarch-smoke-cmd=sh -c 'exit 3'",
+                  "--multiarch-smoke-timeout=30")
+    result.assert_outcomes(failed=1, deselected=3)
+    result.stdout.fnmatch_lines(["*exited 3 after *", "*smoke *| FAIL CommandFailed*"])
+
+
+def test_gate_only_collects_no_test_files(pytester: pytest.Pytester, testbed: Testbed) -> None:
+    pytester.makepyfile(test_local="def test_would_fail():\n    assert False\n")
+    pytester.makepyfile(test_broken="import no_such_module_here\n")
+    ref = testbed.ref("busybox")
+    mixed = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64", "-k", "platform or local")
+    assert mixed.ret != pytest.ExitCode.OK  # without the flag the directory's tests run too
+    alone = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64", "--multiarch-gate-only")
+    alone.assert_outcomes(passed=4)
+    assert "test_local" not in alone.stdout.str()
+    assert "no_such_module_here" not in alone.stdout.str()
+    named = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64", "--multiarch-gate-only",
+                 "test_local.py")  # a path named on the command line is not run either
+    named.assert_outcomes(passed=4, deselected=1)
+
+
+def test_variant_mismatch_message_says_what_to_run_without_internal_names(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('buildah-slip')}", "--arch=arm64",
+                  "-k", "smoke")
+    result.assert_outcomes(failed=1, deselected=3)
+    result.stdout.fnmatch_lines([
+        "*the engine's copy of *buildah-slip@sha256:* is linux/amd64, not linux/arm64*Run the "
+        "linux/arm64 variant by its own manifest digest (the linux/arm64 entry of the index), "
+        "not the index digest or a tag.",
+    ])
+    assert "resolve()" not in result.stdout.str()
+
+
+def test_service_note_reaches_the_summary_under_xdist(
+    pytester: pytest.Pytester, testbed: Testbed
+) -> None:
+    result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", "--arch=amd64,arm64",
+                  "-k", "smoke", "--multiarch-smoke-cmd=sleep 600",
+                  "--multiarch-smoke-timeout=1", "-n", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*[[]amd64[]]: still running after 1s*"])
+    result.stdout.fnmatch_lines(["*[[]arm64[]]: still running after *"])

@@ -536,6 +536,9 @@ class FakeState:
         self.cfg = SimpleNamespace(arch_hosts=arch_hosts, engine=SimpleNamespace(value=engine),
                                    mem_limit="256m", cache_dir=cache)
         self.session_id = f"default-{os.getpid()}"
+        from pytest_multiarch.runners.factory import EngineSelection
+
+        self.engines = EngineSelection(engine)  # the session holds the engine choice
 
     def registry(self) -> Any:
         from pytest_multiarch.oci.registry import RegistryClient

@@ -53,7 +53,8 @@ def test_json_report(suite: pytest.Pytester, tmp_path: Path) -> None:
     target = tmp_path / "new" / "dir" / "report.json"
     suite.runpytest("--arch=amd64,arm64", f"--multiarch-report={target}")
     doc = json.loads(target.read_text())
-    assert doc["format"] == 1
+    assert doc["format"] == 2
+    assert doc["schema"] == "pytest-multiarch-report"
     assert doc["archs"]["arm64"]["how"] == "emulated"
     assert doc["archs"]["amd64"]["totals"] == {"passed": 3, "xfailed": 1}
     checks = {c["test"]: c for c in doc["images"]["(tests)"]["arm64"]["checks"]}
@@ -112,7 +113,30 @@ def test_baseline_reports_regressions_and_survives_bad_files(
     third = pytester.runpytest("--arch=amd64", f"--multiarch-baseline={baseline}")
     third.stdout.fnmatch_lines(["multiarch baseline: baseline * is not valid JSON*"])
     assert "Traceback" not in third.stdout.str()
+    assert baseline.read_text() == "{not json"  # an unusable baseline is never overwritten
     baseline.write_text(json.dumps({"format": 0, "images": {}}))
     fourth = pytester.runpytest("--arch=amd64", f"--multiarch-baseline={baseline}")
-    fourth.stdout.fnmatch_lines(["multiarch baseline: baseline * has format 0*"])
-    assert json.loads(baseline.read_text())["format"] == 1
+    fourth.stdout.fnmatch_lines(["multiarch baseline: baseline * has format 0*left as it is*"])
+    assert json.loads(baseline.read_text())["format"] == 0
+
+
+@pytest.mark.parametrize("xdist", [False, True])
+def test_report_is_a_shard_with_collected_ids_and_exit_status(
+    suite: pytest.Pytester, tmp_path: Path, xdist: bool
+) -> None:
+    """Format 2: what ran where, what was collected and deselected, pytest's exit status."""
+    target = tmp_path / "shard.json"
+    args = ["--arch=amd64,arm64", f"--multiarch-report={target}", "-k", "not known"]
+    suite.runpytest(*args, *(["-n", "2"] if xdist else []))
+    doc = json.loads(target.read_text())
+    assert doc["schema"] == "pytest-multiarch-report"
+    assert doc["plugin_version"]
+    assert doc["exitstatus"] == 1  # test_broken_on_arm fails on arm64
+    arm64 = doc["archs"]["arm64"]
+    assert sorted(arm64["collected"]) == ["test_suite.py::test_broken_on_arm",
+                                          "test_suite.py::test_ok"]
+    assert arm64["deselected"] == ([] if xdist else ["test_suite.py::test_known"])
+    assert arm64["run"]["mode"] == "emulated"
+    assert arm64["run"]["qemu"]
+    assert doc["archs"]["amd64"]["run"]["mode"] == "native"
+    assert doc["archs"]["amd64"]["run"]["cpu"]

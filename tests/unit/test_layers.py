@@ -22,10 +22,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("runners",),
     ("checks",),
     ("session",),
-    ("plugin",),
+    ("plugin", "cli"),
 ]
 #: Packages whose modules (and only those) may import pytest.
 GLUE = {"plugin"}
+#: Modules that belong to another unit: ``python -m pytest_multiarch`` is the console script.
+SAME_UNIT = {"__main__": "cli"}
 
 
 def _module_name(path: Path) -> str:
@@ -78,6 +80,7 @@ def layer_of(module: str) -> tuple[int, str]:
     """(layer index, top-level unit) of a module: ``pytest_multiarch.oci.registry`` -> (1, oci)."""
     parts = module.split(".")
     unit = parts[1] if len(parts) > 1 else parts[0]
+    unit = SAME_UNIT.get(unit, unit)
     for index, units in enumerate(LAYERS):
         if unit in units:
             return index, unit

@@ -27,6 +27,7 @@ import requests.exceptions
 
 from pytest_multiarch.errors import (
     CommandNotFound,
+    DigestMismatchError,
     EngineUnavailable,
     MultiarchError,
     NoDefaultCommand,
@@ -272,6 +273,13 @@ class EngineRunner:
                 self._pull(image, platform)
                 found = self.client.images.get(image)
             except docker.errors.APIError as exc:
+                if "filesystem layer verification failed" in str(exc.explanation or exc):
+                    # the same corrupt blob the static checks report: one failure class for it
+                    raise DigestMismatchError(
+                        f"{self._target} refused a layer of {image} for {platform}: "
+                        f"{exc.explanation or exc}. A blob in the registry does not hash to "
+                        "its digest: push the image again."
+                    ) from exc
                 registry = image.split("/", 1)[0]
                 insecure = (
                     f"podman needs every plain-HTTP registry, loopback too, marked insecure: "
@@ -299,7 +307,8 @@ class EngineRunner:
             raise PlatformMismatchError(
                 f"the engine's copy of {image} is {actual}, not {platform}: the digest names "
                 f"another variant (or an index whose {actual} variant was pulled). Run the "
-                f"{platform} variant's own manifest digest, as resolve() pins it."
+                f"{platform} variant by its own manifest digest (the {platform} entry of the "
+                "index), not the index digest or a tag."
             )
         self._checked.add((image, platform))
 

@@ -87,6 +87,7 @@ class SSHTunnel:
         identity = self.options.identity_file
         config_file = self.options.config_file or Path.home() / ".ssh" / "config"
         known_hosts = self.options.known_hosts
+        also_known: list[Path] = []
         if config_file.exists():
             config = paramiko.SSHConfig.from_path(str(config_file))
             entry = config.lookup(self.host)
@@ -96,9 +97,13 @@ class SSHTunnel:
             if identity is None and entry.get("identityfile"):
                 identity = Path(entry["identityfile"][0])
             if known_hosts is None and entry.get("userknownhostsfile"):
-                known_hosts = Path(entry["userknownhostsfile"].split()[0])
+                # like ssh: every file listed counts, the ones that exist are read
+                listed = [Path(f).expanduser() for f in entry["userknownhostsfile"].split()]
+                also_known = [f for f in listed if f.exists()]
         client = paramiko.SSHClient()
         client.load_system_host_keys()
+        for path in also_known:
+            client.load_host_keys(str(path))
         if known_hosts is not None:
             if not known_hosts.exists():
                 raise TunnelError(f"known_hosts file {known_hosts} does not exist")
