@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform as _platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ _SYMBOL = {
     "xfailed": "xfail",
     "xpassed": "XPASS",
 }
+
+
+#: What the index/attestations/packages checks add to ``images.<ref>.<arch>`` in the JSON.
+FACT_KEYS = ("attached", "attachments", "packages", "package_versions", "packages_differing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,12 @@ class Matrix:
     def note(self, image: str, arch: str, facts: dict[str, Any]) -> None:
         """Record facts about one variant (session.variants.facts) for the table and JSON."""
         self.facts.setdefault((image, arch), {}).update(facts)
+
+    def note_from_json(self, image: str, arch: str, entry: Mapping[str, Any]) -> None:
+        """Take back the facts a report's ``images.<ref>.<arch>`` entry carries (a merge)."""
+        found = {k: entry[k] for k in FACT_KEYS if k in entry}
+        if found:
+            self.note(image, arch, found)
 
     def package_versions(self) -> dict[tuple[str, str], dict[str, str]]:
         """(image, arch) -> package name -> version, as the packages check saw them."""
