@@ -106,6 +106,11 @@ def _malformed(images: object) -> str | None:
                 isinstance(v, str) for v in outcomes.values()
             ):
                 return f"{at}[\"outcomes\"] is not an object of strings"
+            packages = variant.get("packages", {})
+            if not isinstance(packages, dict) or not all(
+                isinstance(v, str) for v in packages.values()
+            ):
+                return f"{at}[\"packages\"] is not an object of strings (name -> version)"
     return None
 
 
@@ -163,6 +168,8 @@ def snapshot_of_report(document: Mapping[str, Any]) -> dict[str, Any]:
                        "outcomes": {}})
             for check in found.get("checks", []):
                 variant["outcomes"][check["test"]] = check["outcome"]
+            if isinstance(found.get("package_versions"), dict):  # from the packages check
+                variant["packages"] = dict(found["package_versions"])
     return {"format": BASELINE_FORMAT, "images": images}
 
 
@@ -266,9 +273,13 @@ def merge(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, An
                 # keep the last good digest (or none): the failure must not become the normal
                 learned = {"digest": prev.get("digest"), "config": prev.get("config"),
                            "layers": prev.get("layers", [])}
+                if "packages" in prev:
+                    learned["packages"] = prev["packages"]
             else:
                 learned = {k: variant.get(k) or prev.get(k) for k in ("digest", "config")}
                 learned["layers"] = variant.get("layers") or prev.get("layers", [])
+                if "packages" in variant or "packages" in prev:  # what the base moved to
+                    learned["packages"] = variant.get("packages", prev.get("packages"))
             target["variants"][arch] = {**learned, "outcomes": outcomes, "failing": failing}
     return merged
 

@@ -30,3 +30,21 @@ def test_facts_reach_the_table_and_the_json_and_come_back() -> None:
         merged.note_from_json(REF, arch, entry)
     assert merged.package_versions() == matrix.package_versions()
     assert merged.facts[REF, "amd64"]["attached"] == "provenance (x), sbom (spdx)"
+
+
+def test_the_baseline_keeps_package_versions_and_says_what_moved() -> None:
+    from pytest_multiarch.session import baseline
+
+    def run(version: str, digest: str, outcome: str = "passed") -> dict:
+        return {"format": baseline.BASELINE_FORMAT, "images": {REF: {"platforms": [], "variants": {
+            "amd64": {"digest": digest, "config": None, "layers": [],
+                      "outcomes": {f"{REF} packages": outcome},
+                      "packages": {"libssl3": version, "tzdata": "2025b"}}}}}}
+
+    first = baseline.merge(None, run("3.0.17", "sha256:" + "1" * 64))
+    assert first["images"][REF]["variants"]["amd64"]["packages"]["libssl3"] == "3.0.17"
+    changes = baseline.compare(first, run("3.0.22", "sha256:" + "2" * 64))
+    assert f"{REF} [amd64]: packages changed: libssl3 3.0.17 -> 3.0.22" in changes
+    # a failing run does not teach the baseline its packages either
+    kept = baseline.merge(first, run("3.0.99", "sha256:" + "3" * 64, "failed"))
+    assert kept["images"][REF]["variants"]["amd64"]["packages"]["libssl3"] == "3.0.17"
