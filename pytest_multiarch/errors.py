@@ -126,3 +126,11 @@ class UnsafeLayerError(MultiarchError):
 
 class ShardError(UsageError):
     """A file given to ``pytest-multiarch merge`` is not a readable shard of this schema."""
+
+
+class RootfsTooLarge(MultiarchError):
+    """Unpacking a variant's layers would pass the unpack limits (bytes or entries)."""
+
+
+class CorruptLayer(MultiarchError):
+    """A layer is not a valid tar archive (in its compression): bad header, truncated stream."""

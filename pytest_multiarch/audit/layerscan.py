@@ -207,6 +207,8 @@ def _content_problem(
         isinstance(exc, TarTruncated) and frames is not None and not frames.complete
     ):
         return _truncated(compression, size, digest)
+    if isinstance(exc, TarError) and exc.layer:  # it names layer, member and offset itself
+        return Finding(Kind.CORRUPT_TAR, Severity.FAIL, f"{exc}; unpacking it fails", layer=digest)
     if isinstance(exc, TarError):
         return Finding(Kind.CORRUPT_TAR, Severity.FAIL,
                        f"layer {short_digest(digest)}: corrupt tar: {exc}{where}; unpacking it "

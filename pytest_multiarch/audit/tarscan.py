@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pytest_multiarch.audit import elf, packages
 from pytest_multiarch.audit.elf import ElfHeader, InvalidElf
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
+from pytest_multiarch.errors import CorruptLayer
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit.decompress import ReadInto
@@ -27,6 +28,9 @@ _BUFFER = 1 << 20  # decompressed bytes per read; the only large allocation of a
 _MAX_PAX = 256 * 1024  # a pax or GNU long-name record larger than this is not a real archive
 _UNSAFE_LISTED = 20  # unsafe member names reported one by one per layer; the rest are counted
 _ZERO_BLOCK = bytes(512)
+# Sizes come from the header: a negative one (GNU base-256 allows it) would move the read position
+# backwards and read the same header forever; 2**63 is what Go's archive/tar accepts.
+_MAX_SIZE = (1 << 63) - 1
 # tar type flags, as the ints that indexing a header gives
 _HARDLINK, _SYMLINK, _DIRECTORY = ord("1"), ord("2"), ord("5")
 _PAX, _SOLARIS_PAX, _GLOBAL_PAX = ord("x"), ord("X"), ord("g")
@@ -100,8 +104,24 @@ def _elf_from_json(obj: Any) -> ElfHeader | InvalidElf | None:
                      int(needed), bool(complete))
 
 
-class TarError(Exception):
-    """The tar stream is not a valid archive."""
+class TarError(CorruptLayer):
+    """The tar stream is not a valid archive.
+
+    Raised by :meth:`TarScanner.run` with the layer's digest, the member and the byte offset of
+    its header, so the message alone says where to look.
+    """
+
+    def __init__(self, problem: str, *, layer: str = "", member: str = "",
+                 at: int | None = None) -> None:
+        super().__init__(problem)
+        self.problem, self.layer, self.member, self.at = problem, layer, member, at
+
+    def __str__(self) -> str:
+        if not self.layer:
+            return self.problem
+        where = f"the header at byte {self.at} of the tar"
+        where += f", member {self.member!r}" if self.member else ""
+        return f"layer {short_digest(self.layer)}: corrupt tar: {self.problem} ({where})"
 
 
 class TarTruncated(TarError):
@@ -188,6 +208,16 @@ class TarScanner:
     # members -----------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Read every member; a bad archive raises :class:`TarError` naming layer and member."""
+        try:
+            self._members()
+        except TarError as exc:
+            if exc.layer:
+                raise
+            raise type(exc)(exc.problem, layer=self._digest, member=self.current,
+                            at=self.header_at) from None
+
+    def _members(self) -> None:
         # The hot loop of a scan: one pass per member, so it avoids calls it can do without
         # (a /usr layer has tens of thousands of members; each microsecond here is ~2% of the
         # decompression floor).
@@ -219,6 +249,9 @@ class TarScanner:
                 stored, size = _number(block[148:156]), _number(block[124:136])
             if (stored + sum(block[148:156]) - 255) % 65521 != zlib.adler32(block) & 0xFFFF:
                 _check_signed(block, stored)
+            if not 0 <= size <= _MAX_SIZE:  # int() reads "-1" in octal too, not only base-256
+                self.current = _name(block)
+                raise TarError(f"member size {size} is out of range (0 to 2**63-1)")
             typeflag = block[156]
             if typeflag in _EXTENSIONS:
                 if typeflag in (_PAX, _SOLARIS_PAX):
@@ -231,8 +264,11 @@ class TarScanner:
                     self._take(size)  # global pax records: nothing the audit needs
                 continue
             if pax or long_name or long_link:
-                if "size" in pax and pax["size"].isdigit():
+                if "size" in pax and pax["size"].isascii() and pax["size"].isdigit():
                     size = int(pax["size"])
+                    if size > _MAX_SIZE:
+                        self.current = _name(block)
+                        raise TarError(f"pax size {size} is out of range (0 to 2**63-1)")
                 name = long_name or pax.get("GNU.sparse.name") or pax.get("path") or _name(block)
                 link = long_link or pax.get("linkpath") or _text(block[157:257])
                 sniff = "GNU.sparse.major" not in pax  # its data starts with a sparse map

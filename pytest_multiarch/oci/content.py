@@ -98,6 +98,22 @@ class Descriptor:
         )
 
 
+def load_json(raw: bytes, *, what: str, expected: str) -> Any:
+    """*raw* parsed as JSON; :class:`InvalidManifestError` for invalid or too deeply nested JSON.
+
+    The C decoder recurses per ``[``/``{``: 200,000 of them (well under the size caps) would be a
+    ``RecursionError``, which no caller expects.
+    """
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidManifestError(f"{what}: not valid JSON ({exc}); expected {expected}") from None
+    except RecursionError:
+        raise InvalidManifestError(
+            f"{what}: JSON nested too deeply to be {expected} (a hostile or broken document)"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A manifest or index exactly as fetched, its media type, verified digest and parsed JSON."""
@@ -116,12 +132,7 @@ class Manifest:
                 f"{what}: got an HTML page (Content-Type {ctype or 'unset'}) instead of a "
                 "manifest; is that address a registry, or a proxy/login page in front of one?"
             )
-        try:
-            parsed = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidManifestError(
-                f"{what}: not valid JSON ({exc}); expected a manifest"
-            ) from None
+        parsed = load_json(raw, what=what, expected="a manifest")
         if not isinstance(parsed, dict):
             raise InvalidManifestError(f"{what}: manifest JSON is not an object")
         if parsed.get("schemaVersion") == 1:

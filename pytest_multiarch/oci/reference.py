@@ -24,6 +24,10 @@ _HOST_RE = re.compile(
 _PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*")
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 _ID_RE = re.compile(r"[a-f0-9]{64}")
+# "user:pw@host/…" (or with a scheme): the '@' comes before any digest could.  A digest after '@'
+# is algorithm:hex, so a userinfo is an '@' whose right side does not look like one.
+_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)?(?P<userinfo>[^/@]*)@(?P<rest>.*)")
+_DIGEST_LIKE_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-zA-Z=_-]+")
 #: Lengths of the hex part for the algorithms we can verify.
 DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 
@@ -74,6 +78,7 @@ class Reference:
             raise InvalidReference(
                 f"{raw!r} looks like an image ID, not a reference; use REPOSITORY@sha256:{raw}"
             )
+        _refuse_credentials(raw)
         if any(ch.isspace() for ch in raw):
             raise InvalidReference(f"image reference {text!r} contains whitespace")
 
@@ -136,6 +141,20 @@ class Reference:
         if self.digest is not None:
             text += f"@{self.digest}"
         return text
+
+
+def _refuse_credentials(raw: str) -> None:
+    """A reference with ``user:password@`` is refused without echoing the password."""
+    match = _USERINFO_RE.fullmatch(raw)
+    if match is None or _DIGEST_LIKE_RE.fullmatch(match["rest"]):
+        return
+    if "/" not in match["rest"] and ":" not in match["userinfo"] and match["scheme"] is None:
+        return  # "app@notadigest": a bad digest, reported as such
+    masked = f"{match['scheme'] or ''}<redacted>@{match['rest']}"
+    raise InvalidReference(
+        f"image reference {masked!r} carries credentials before '@'; a reference cannot hold "
+        "them: drop them and log in with `docker login`, or pass auth= for the registry"
+    )
 
 
 def _split_registry(remainder: str, text: str) -> tuple[str, str]:

@@ -6,7 +6,6 @@ platform, so a tag run after another platform's pull silently tests the wrong va
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pytest_multiarch.errors import (
     PlatformNotInIndex,
     UnknownPlatformError,
 )
-from pytest_multiarch.oci.content import Descriptor, ImageRef, ImageSource, Manifest
+from pytest_multiarch.oci.content import Descriptor, ImageRef, ImageSource, Manifest, load_json
 from pytest_multiarch.oci.layout import PREFIX, LayoutReference, OciLayout
 from pytest_multiarch.oci.reference import Reference
 from pytest_multiarch.oci.registry import RegistryClient
@@ -193,12 +192,8 @@ def _load_config(
     source: ImageSource[R], variant_ref: R, manifest: Manifest, ref: ImageRef
 ) -> Mapping[str, Any]:
     raw = source.get_blob(variant_ref, manifest.config)
-    try:
-        config = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidManifestError(
-            f"config {manifest.config.digest} of {ref} is not valid JSON ({exc})"
-        ) from None
+    config = load_json(raw, what=f"config {manifest.config.digest} of {ref}",
+                       expected="an image config")
     if not isinstance(config, dict):
         raise InvalidManifestError(f"config {manifest.config.digest} of {ref} is not an object")
     return config

@@ -114,6 +114,20 @@ def addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Arch whose answers the others are compared with (default: the first of --arch)",
     )
+    group.addoption(
+        "--multiarch-unpack-max-bytes", dest="multiarch_unpack_max_bytes", metavar="SIZE",
+        default=None,
+        help="Largest root filesystem the rootfs runner unpacks, e.g. 64g (default 64g)",
+    )
+    group.addoption(
+        "--multiarch-unpack-max-files", dest="multiarch_unpack_max_files", metavar="N",
+        default=None,
+        help="Most entries (files, directories, links) the rootfs runner unpacks (default 2000000)",
+    )
+    parser.addini("multiarch_unpack_max_bytes", "Largest rootfs the rootfs runner unpacks",
+                  default="")
+    parser.addini("multiarch_unpack_max_files", "Most entries the rootfs runner unpacks",
+                  default="")
     _add_variant_options(group, parser)
     parser.addini("multiarch_archs", "Architectures to run arch-aware tests on", default="")
     parser.addini("multiarch_arch_required", "Fail instead of skip unrunnable archs",
@@ -329,8 +343,32 @@ def load(config: pytest.Config) -> MultiarchConfig:
         gate_only=gate_only,
         smoke_timeout=_smoke_timeout(config.getoption("multiarch_smoke_timeout")),
         cache_problem=_cache_problem(cache_dir) if cache_dir is not None else "",
+        unpack_max_bytes=_unpack_limit(config, "bytes"),
+        unpack_max_files=_unpack_limit(config, "files"),
         **_variant_settings(config),
     )
+
+
+def _unpack_limit(config: pytest.Config, what: str) -> Sourced[int] | None:
+    """``--multiarch-unpack-max-bytes`` (a size, 64g) or ``-files`` (a count), validated."""
+    raw = _pick(config, f"multiarch_unpack_max_{what}",
+                f"PYTEST_MULTIARCH_UNPACK_MAX_{what.upper()}", f"multiarch_unpack_max_{what}")
+    if raw is None:
+        return None
+    text = raw.value.strip()
+    try:
+        if what == "files":
+            value = int(text)
+        else:
+            from docker.utils import parse_bytes
+
+            value = int(parse_bytes(text))
+    except Exception:  # docker's parser raises its own DockerException, int() a ValueError
+        value = 0
+    if value <= 0:
+        example = "2000000" if what == "files" else "a size such as 64g or 500m"
+        raise _fail(f"--multiarch-unpack-max-{what}={text!r} ({raw.source}): expected {example}")
+    return Sourced(value, raw.source)
 
 
 def _split_cmd(text: str) -> list[str]:

@@ -62,8 +62,19 @@ class _EngineSetting(Protocol):
     def source(self) -> str: ...
 
 
+class _LimitSetting(Protocol):
+    @property
+    def value(self) -> int: ...
+
+
 class RunnerSettings(Protocol):
     """What the factory reads of the session's settings."""
+
+    @property
+    def unpack_max_bytes(self) -> _LimitSetting | None: ...
+
+    @property
+    def unpack_max_files(self) -> _LimitSetting | None: ...
 
     @property
     def arch_hosts(self) -> Mapping[Platform, str]: ...
@@ -142,9 +153,16 @@ def rootfs_runner(
 
     cfg = state.cfg
     cache = cfg.cache_dir / "rootfs" if cfg.cache_dir is not None else None
+    from pytest_multiarch.runners.rootfs.unpack import UnpackLimits
+
+    default = UnpackLimits()
+    limits = UnpackLimits(
+        cfg.unpack_max_bytes.value if cfg.unpack_max_bytes else default.max_bytes,
+        cfg.unpack_max_files.value if cfg.unpack_max_files else default.max_files,
+    )
     return RootfsRunner(registry=state.registry(), cache_dir=cache, platform=platform,
                         session=session or Session.new(state.session_id),
-                        mem_limit=cfg.mem_limit)
+                        mem_limit=cfg.mem_limit, unpack_limits=limits)
 
 
 def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platform, session: Session,

@@ -26,7 +26,7 @@ from pytest_multiarch.platforms import Platform
 if TYPE_CHECKING:
     from pytest_multiarch.audit.verdicts import AuditResult
     from pytest_multiarch.checks.rest import RestService
-    from pytest_multiarch.oci.registry import Manifest
+    from pytest_multiarch.oci.content import Manifest
     from pytest_multiarch.runners.base import Command, Container, Runner, RunResult
     from pytest_multiarch.session.state import State
 

@@ -50,6 +50,9 @@ class MultiarchConfig:
     smoke_timeout: float = DEFAULT_SMOKE_TIMEOUT
     #: why ``--multiarch-cache-dir`` cannot be used (the run goes on without a cache), or ""
     cache_problem: str = ""
+    # Bounds of an unpacked rootfs (runners/rootfs/unpack.py); None: that module's defaults.
+    unpack_max_bytes: Sourced[int] | None = None
+    unpack_max_files: Sourced[int] | None = None
     #: --multiarch-expect-platforms: the index must list exactly these (None: not checked)
     expect_platforms_from: Sourced[tuple[Platform, ...]] | None = None
     #: --multiarch-require-attestations: kinds every variant must carry

@@ -138,6 +138,10 @@ class State:
             f"{engine_header(self)}; "
             f"mem_limit={self.cfg.mem_limit}; required={'yes' if self.cfg.arch_required else 'no'}"
         ]
+        for name, limit in (("unpack_max_bytes", self.cfg.unpack_max_bytes),
+                            ("unpack_max_files", self.cfg.unpack_max_files)):
+            if limit is not None:  # only when set: the defaults live in rootfs/unpack.py
+                lines[0] += f"; {name}={limit.value} (from {limit.source})"
         parts = []
         for plat in self.archs:
             st = self.status(plat)

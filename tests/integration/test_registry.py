@@ -42,14 +42,9 @@ from pytest_multiarch.errors import (
     RegistryError,
     RegistryUnreachable,
 )
+from pytest_multiarch.oci.content import DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, digest_of
 from pytest_multiarch.oci.reference import Reference
-from pytest_multiarch.oci.registry import (
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    RegistryClient,
-    digest_of,
-)
+from pytest_multiarch.oci.registry import RegistryClient
 from pytest_multiarch.oci.resolve import check_config_platform, list_platforms, open_source, resolve
 from pytest_multiarch.platforms import Platform
 
@@ -597,6 +592,7 @@ def test_credentials_never_in_pytest_output(pytester: pytest.Pytester, auth_imag
     # --showlocals did show the client and the library's frames, just not their secrets.
     assert f"docker_config={str(bad)!r}" in output or "RegistryClient(insecure_registries" in output
     assert "pytest_multiarch/oci/registry.py" in output
+    assert "pytest_multiarch/oci/transport.py" in output
     for secret in (password, wrong, base64.b64encode(f"{user}:{password}".encode()).decode(),
                    base64.b64encode(f"{user}:{wrong}".encode()).decode()):
         assert secret not in output

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -18,6 +21,7 @@ DEBIAN_BINARIES = {
     ("hello", "arm64"): "usr/bin/hello",
 }
 FOREIGN_ARCHES = "arm64 s390x ppc64el armhf armel"
+T = TypeVar("T")
 
 
 def fetch_debian_binaries(directory: Path) -> dict[tuple[str, str], Path]:
@@ -59,3 +63,32 @@ def debian_binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str,
     """The files of :data:`DEBIAN_BINARIES`, by ``(package, dpkg arch)``; downloaded once per
     session (per xdist worker)."""
     return fetch_debian_binaries(tmp_path_factory.mktemp("debs"))
+
+
+def run_bounded(func: Callable[[], T], seconds: float = 5.0) -> T:
+    """*func()* in a thread; fail the test (instead of hanging the suite) if it has not returned
+    within *seconds*.  Hypothesis' deadline only measures examples that end; this catches a loop.
+    """
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(func())
+        except BaseException as exc:  # handed over to the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name="fuzz-bounded")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"did not end within {seconds:g} s (a loop or a hang)", pytrace=False)
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+@pytest.fixture(scope="session")
+def bounded() -> Callable[..., object]:
+    """:func:`run_bounded`, for the fuzz tests (session scope: Hypothesis reuses it per example)."""
+    return run_bounded

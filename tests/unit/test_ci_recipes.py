@@ -1,8 +1,8 @@
 """The native-runner CI recipes say what the README promises: amd64 and arm64 on native runners,
 s390x/ppc64le emulated on one x86 runner, a shard per job, and a merge job gating the push.
 
-``make lint`` also runs actionlint on the workflow files when it is installed; these checks read
-the structure so a recipe that stops merging or gating fails even where actionlint is absent.
+``make lint`` also runs actionlint on the workflow files (syntax, expressions, action inputs);
+these checks read what actionlint cannot know: that the recipes still merge and gate.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_multiarch"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("pytest_multiarch", "errors", "platforms", "_fs"),
+    ("pytest_multiarch", "errors", "platforms", "_fs", "_secret"),
     ("oci", "audit", "host"),
     ("runners",),
     ("checks",),

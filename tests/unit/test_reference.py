@@ -105,3 +105,28 @@ def test_registry_api_host() -> None:
     assert registry_api_host("docker.io") == "registry-1.docker.io"
     assert Reference.parse("busybox").api_host == "registry-1.docker.io"
     assert Reference.parse("127.0.0.1:5000/x").api_host == "127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("text", [
+    "alice:hunter2@registry.example.com/app:1",
+    "https://alice:hunter2@registry.example.com/app:1",
+    "alice:hunter2@127.0.0.1:5000/app",
+    "alice:hunter2@registry.example.com",
+    "hunter2@registry.example.com/app",
+])
+def test_credentials_in_a_reference_are_masked(text: str) -> None:
+    with pytest.raises(InvalidReference) as info:
+        Reference.parse(text)
+    message = str(info.value)
+    assert "hunter2" not in message
+    assert "alice" not in message
+    assert "<redacted>@registry" in message or "<redacted>@127.0.0.1" in message
+    assert "carries credentials" in message
+
+
+def test_a_digest_after_at_is_not_taken_for_credentials() -> None:
+    digest = "sha256:" + "a" * 64
+    assert Reference.parse(f"registry.example.com/app@{digest}").digest == digest
+    assert Reference.parse(f"app@{digest}").digest == digest
+    with pytest.raises(InvalidReference, match="digest"):
+        Reference.parse("app@notadigest")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_multiarch.errors import RegistryError
+from pytest_multiarch.oci import auth
 from pytest_multiarch.oci.auth import (
     Credentials,
     docker_config_dir,
@@ -59,7 +61,7 @@ def test_auths_base64(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"auths": {"127.0.0.1:5001": {"auth": b64(f"alice:{SECRET}")}}})
     creds = load_docker_credentials("127.0.0.1:5001", cfg)
     assert creds is not None
-    assert (creds.username, creds.secret) == ("alice", SECRET)
+    assert (creds.username, creds.secret.reveal()) == ("alice", SECRET)
     assert "auths[127.0.0.1:5001]" in creds.source
 
 
@@ -82,7 +84,7 @@ def test_identity_token(tmp_path: Path) -> None:
     creds = load_docker_credentials("reg.io", cfg)
     assert creds is not None
     assert creds.is_identity_token
-    assert creds.secret == SECRET
+    assert creds.secret.reveal() == SECRET
 
 
 def test_no_config_means_no_credentials(tmp_path: Path) -> None:
@@ -106,7 +108,7 @@ def test_cred_helpers_and_store(tmp_path: Path, helper_bin: Path) -> None:
     cfg = write_config(tmp_path / "a", {"credHelpers": {"127.0.0.1:5001": "fake"}})
     creds = load_docker_credentials("127.0.0.1:5001", cfg)
     assert creds is not None
-    assert (creds.username, creds.secret) == ("helperuser", SECRET)
+    assert (creds.username, creds.secret.reveal()) == ("helperuser", SECRET)
     assert "credHelpers[127.0.0.1:5001]" in creds.source
 
     store = write_config(tmp_path / "b", {"credsStore": "fake", "auths": {
@@ -127,6 +129,24 @@ def test_failing_helper_output_is_not_shown(tmp_path: Path, helper_bin: Path) ->
     cfg = write_config(tmp_path, {"credHelpers": {"broken.example": "fake"}})
     with pytest.raises(RegistryError, match="exit status 2") as info:
         load_docker_credentials("broken.example", cfg)
+    assert SECRET not in str(info.value)
+
+
+def test_hung_helper_is_cut_off_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper that never answers (a keyring waiting for an unlock) is killed, not waited for."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-hangs"
+    helper.write_text(f"#!/bin/sh\necho {SECRET}\nexec sleep 600\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(auth, "HELPER_TIMEOUT", 0.5)
+    cfg = write_config(tmp_path / "cfg", {"credHelpers": {"slow.example": "hangs"}})
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match=r"docker-credential-hangs .*did not answer within 0.5s"
+                       ) as info:
+        load_docker_credentials("slow.example", cfg)
+    assert time.monotonic() - started < 10
     assert SECRET not in str(info.value)
 
 
@@ -192,3 +212,50 @@ def test_client_and_auth_header_reprs_are_redacted(tmp_path: Path) -> None:
 )
 def test_parse_challenges(header: str, expected: list[tuple[str, dict[str, str]]]) -> None:
     assert [(c.scheme, dict(c.params)) for c in parse_challenges(header)] == expected
+
+
+def test_containers_auth_file_after_the_docker_config(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_multiarch.oci.auth import containers_auth_file, load_credentials
+
+    podman = tmp_path / "auth.json"  # what `podman login` writes: auths keyed by host or repo
+    podman.write_text(json.dumps({"auths": {
+        "quay.example.io/team/app": {"auth": b64(f"pod:{SECRET}")},
+        "127.0.0.1:5001": {"auth": b64(f"pod5001:{SECRET}")}}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(podman))
+    assert containers_auth_file() == podman
+    docker = write_config(tmp_path / "docker", {"auths": {
+        "127.0.0.1:5001": {"auth": b64(f"docker:{SECRET}")}}})
+    first = load_credentials("127.0.0.1:5001", docker)
+    assert first is not None
+    assert first.username == "docker"  # the Docker config wins where both have an entry
+    quay = load_credentials("quay.example.io", docker)
+    assert quay is not None
+    assert (quay.username, quay.secret.reveal()) == ("pod", SECRET)
+    assert quay.source == f"auths[quay.example.io] in {podman}"
+    assert load_credentials("nowhere.example.io", docker) is None
+    monkeypatch.delenv("REGISTRY_AUTH_FILE")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert containers_auth_file() == tmp_path / "home" / ".config" / "containers" / "auth.json"
+    (tmp_path / "run" / "containers").mkdir(parents=True)
+    podman.rename(tmp_path / "run" / "containers" / "auth.json")
+    assert containers_auth_file() == tmp_path / "run" / "containers" / "auth.json"
+    again = load_credentials("quay.example.io", tmp_path / "no-docker-config")
+    assert again is not None
+    assert again.username == "pod"
+
+
+def test_helper_answering_garbage_is_named_without_its_output(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "docker-credential-garbage"
+    script.write_text(f"#!/bin/sh\nread url\necho 'not json {SECRET}'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    cfg = write_config(tmp_path / "c", {"credsStore": "garbage"})
+    with pytest.raises(RegistryError, match="answered something that is not") as info:
+        load_docker_credentials("reg.io", cfg)
+    assert SECRET not in str(info.value)

@@ -31,7 +31,8 @@ from pytest_multiarch.oci.content import (
     digest_of,
 )
 from pytest_multiarch.oci.reference import Reference
-from pytest_multiarch.oci.registry import ACCEPT, RegistryClient, is_loopback
+from pytest_multiarch.oci.registry import ACCEPT, RegistryClient
+from pytest_multiarch.oci.transport import is_loopback
 
 D = "sha256:" + "ab" * 32
 DESC = {"mediaType": OCI_MANIFEST, "digest": D, "size": 10}
@@ -241,17 +242,17 @@ def _response(status: int, headers: dict[str, str]) -> requests.Response:
 
 def test_retry_delay_honours_and_caps_retry_after() -> None:
     client = RegistryClient(cache=False, max_retry_after=5.0)
-    assert client._retry_delay(_response(429, {"Retry-After": "2"}), 0) == 2.0
-    assert client._retry_delay(_response(429, {"Retry-After": "3600"}), 0) == 5.0
+    assert client.transport._retry_delay(_response(429, {"Retry-After": "2"}), 0) == 2.0
+    assert client.transport._retry_delay(_response(429, {"Retry-After": "3600"}), 0) == 5.0
     soon = formatdate(time.time() + 3, usegmt=True)
-    assert 1.0 < client._retry_delay(_response(503, {"Retry-After": soon}), 0) <= 3.0
+    assert 1.0 < client.transport._retry_delay(_response(503, {"Retry-After": soon}), 0) <= 3.0
     past = formatdate(time.time() - 60, usegmt=True)
-    assert client._retry_delay(_response(503, {"Retry-After": past}), 0) == 0.0
+    assert client.transport._retry_delay(_response(503, {"Retry-After": past}), 0) == 0.0
     # No header: exponential backoff, capped too.
-    assert [client._retry_delay(_response(500, {}), n) for n in range(5)] == [
+    assert [client.transport._retry_delay(_response(500, {}), n) for n in range(5)] == [
         0.5, 1.0, 2.0, 4.0, 5.0
     ]
-    assert client._retry_delay(_response(500, {"Retry-After": "soon"}), 1) == 1.0
+    assert client.transport._retry_delay(_response(500, {"Retry-After": "soon"}), 1) == 1.0
 
 
 def test_digest_of_matches_hashlib() -> None:

@@ -17,8 +17,7 @@ from pytest_multiarch.errors import (
     PlatformMismatchError,
     PlatformNotInIndex,
 )
-from pytest_multiarch.oci.reference import Reference
-from pytest_multiarch.oci.registry import (
+from pytest_multiarch.oci.content import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -27,6 +26,7 @@ from pytest_multiarch.oci.registry import (
     blob_digest,
     verify_digest,
 )
+from pytest_multiarch.oci.reference import Reference
 from pytest_multiarch.oci.resolve import (
     check_config_platform,
     list_platforms,

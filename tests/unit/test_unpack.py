@@ -16,12 +16,13 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from pytest_multiarch.errors import UnsafeLayerError
-from pytest_multiarch.oci.registry import Manifest
+from pytest_multiarch.errors import CorruptLayer, RootfsTooLarge, UnsafeLayerError
+from pytest_multiarch.oci.content import Manifest
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 from pytest_multiarch.runners.rootfs.unpack import (
     LayerApplier,
+    UnpackLimits,
     resolve_in_root,
     unpack_layers,
 )
@@ -297,3 +298,86 @@ def test_prepare_refuses_another_platform(tmp_path: Path) -> None:
     runner = RootfsRunner(registry=registry, cache_dir=tmp_path / "cache")
     with pytest.raises(PlatformNotInIndex):
         runner.prepare(f"127.0.0.1:5000/t/img@{registry.digest}", Platform.parse("arm64"))
+
+
+# -- whiteouts that name nothing, the directory itself or the one above ---------------------------
+
+
+@pytest.mark.parametrize("name", [".wh..", ".wh...", ".wh.", "sub/.wh..", "sub/.wh...",
+                                  "./.wh...", "sub/.wh."])
+def test_whiteout_of_dot_dotdot_or_nothing_rejects_the_layer(tmp_path: Path, outside: Path,
+                                                             name: str) -> None:
+    root = tmp_path / "root"
+    apply(root, layer(("sub/", "dir", 0o755), ("sub/keep", "file", b"k"), ("top", "file", b"t")))
+    before = snapshot(tmp_path)
+    with pytest.raises(UnsafeLayerError, match=r"whiteout .* names no file below its directory"):
+        apply(root, layer((name, "file", b"")))
+    # Before the fix '.wh...' at the top removed tmp_path itself, '.wh..' the root.
+    assert snapshot(tmp_path) == before
+
+
+# -- limits on the unpacked tree ----------------------------------------------------------------
+
+
+def test_byte_limit_names_layer_member_and_limit(tmp_path: Path) -> None:
+    layers = [layer(("a", "file", b"x" * 600)), layer(("b", "file", b"y" * 600))]
+    digests = ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
+    with pytest.raises(RootfsTooLarge) as info:
+        unpack_layers((contextlib.nullcontext(io.BytesIO(d)) for d in layers), tmp_path / "r",
+                      limits=UnpackLimits(max_bytes=1000), digests=digests)
+    assert str(info.value) == (
+        f"layer 1 ({digests[1]}): member 'b' takes the unpacked root filesystem past 1000 bytes "
+        "(the unpack size limit); raise --multiarch-unpack-max-bytes if the image really is "
+        "that large")
+    assert not (tmp_path / "r" / "b").exists()  # refused before a byte of it was written
+
+
+def test_file_limit_counts_every_entry(tmp_path: Path) -> None:
+    data = layer(*((f"d{i}/", "dir", 0o755) for i in range(5)))
+    with pytest.raises(RootfsTooLarge, match=r"past 4 entries .*--multiarch-unpack-max-files"):
+        unpack_layers([contextlib.nullcontext(io.BytesIO(data))], tmp_path / "r",
+                      limits=UnpackLimits(max_files=4))
+    stats = unpack_layers([contextlib.nullcontext(io.BytesIO(data))], tmp_path / "r2",
+                          limits=UnpackLimits(max_files=5))
+    assert stats.entries == 5
+
+
+def test_default_limits_fit_a_cuda_sized_image() -> None:
+    # nvidia/cuda:12.x-cudnn-devel unpacks to ~10 GiB in ~60,000 entries; PyTorch images ~25 GiB.
+    assert UnpackLimits().max_bytes >= 32 << 30
+    assert UnpackLimits().max_files >= 500_000
+
+
+def test_gzip_bomb_stops_at_the_limit_without_writing_it(tmp_path: Path) -> None:
+    # 256 MiB of zeros in one member: ~250 KiB compressed, refused from its header alone.
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w") as tar:
+        info = tarfile.TarInfo("zeros")
+        info.size = 256 << 20
+        tar.addfile(info, io.BytesIO(bytes(256 << 20)))
+    bomb = gzip.compress(payload.getvalue(), compresslevel=9)
+    assert len(bomb) < 1 << 20
+    with pytest.raises(RootfsTooLarge, match="past 67108864 bytes"):
+        unpack_layers([contextlib.nullcontext(io.BytesIO(bomb))], tmp_path / "r",
+                      limits=UnpackLimits(max_bytes=64 << 20))
+    assert not (tmp_path / "r" / "zeros").exists()
+
+
+def test_corrupt_tar_is_a_named_error(tmp_path: Path) -> None:
+    with pytest.raises(CorruptLayer, match=r"layer 0: not a valid layer"):
+        unpack_layers([contextlib.nullcontext(io.BytesIO(b"\x1f\x8b" + b"\0" * 100))],
+                      tmp_path / "r")
+
+
+def test_prepare_stops_at_the_runner_limits_naming_the_layer_digest(tmp_path: Path) -> None:
+    big = layer(("a", "file", b"x" * 5000))
+    registry = FakeRegistry([layer(("ok", "file", b"1")), big])
+    runner = RootfsRunner(registry=registry, cache_dir=tmp_path / "cache",
+                          unpack_limits=UnpackLimits(max_bytes=4096))
+    with pytest.raises(RootfsTooLarge) as info:
+        runner.prepare(f"127.0.0.1:5000/t/img@{registry.digest}", Platform.parse("arm64"))
+    digest = "sha256:" + hashlib.sha256(big).hexdigest()
+    assert str(info.value).startswith(f"layer 1 ({digest}): member 'a' takes the unpacked root "
+                                      "filesystem past 4096 bytes")
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == []

@@ -61,7 +61,12 @@ from pytest_multiarch.runners.base import (
     require_digest,
     short_cmd,
 )
-from pytest_multiarch.runners.rootfs.unpack import remove_tree, resolve_in_root, unpack_layers
+from pytest_multiarch.runners.rootfs.unpack import (
+    UnpackLimits,
+    remove_tree,
+    resolve_in_root,
+    unpack_layers,
+)
 
 MODES = ("auto", "proot", "chroot")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -215,7 +220,9 @@ class RootfsRunner:
         platform: Platform | None = None,
         session: Session | None = None,
         mem_limit: str = DEFAULT_MEM_LIMIT,
+        unpack_limits: UnpackLimits | None = None,
     ) -> None:
+        self.unpack_limits = unpack_limits or UnpackLimits()
         if mode not in MODES:
             raise UsageError(f"rootfs mode {mode!r}; valid: {', '.join(MODES)}")
         self.registry = registry
@@ -257,7 +264,8 @@ class RootfsRunner:
                 try:
                     unpack_layers(
                         (source.open_blob(variant_ref, layer) for layer in resolved.layers),
-                        tmp / "rootfs",
+                        tmp / "rootfs", limits=self.unpack_limits,
+                        digests=[layer.digest for layer in resolved.layers],
                     )
                     meta = {"digest": resolved.digest, "platform": str(platform),
                             "config": dict(resolved.config), "image": image}

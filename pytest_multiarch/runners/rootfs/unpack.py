@@ -11,9 +11,13 @@ Nothing escapes the target directory:
   created with ``O_EXCL|O_NOFOLLOW``.
 
 Whiteouts (``.wh.NAME``) delete from lower layers; an opaque marker (``.wh..wh..opq``) empties a
-directory of what lower layers put there.  Modes are kept; owners and device nodes only as root
-(device nodes are skipped otherwise).  Directory modes are applied last, so a read-only directory
-does not stop later entries.
+directory of what lower layers put there.  A whiteout naming nothing (``.wh.``), its own directory
+(``.wh..``) or the one above (``.wh...``) rejects the layer: the last would delete the directory
+*above* the root.  The unpacked tree is bounded (:class:`UnpackLimits`: bytes and entries), so a
+layer that decompresses without end fills neither the disk nor the inode table.
+
+Modes are kept; owners and device nodes only as root (device nodes are skipped otherwise).
+Directory modes are applied last, so a read-only directory does not stop later entries.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
-from pytest_multiarch.errors import UnsafeLayerError
+from pytest_multiarch.errors import CorruptLayer, RootfsTooLarge, UnsafeLayerError
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -37,11 +41,26 @@ _MAX_SYMLINK_HOPS = 40
 _CHUNK = 1 << 20
 
 
+# A CUDA "devel" image unpacks to ~10 GiB in ~60,000 entries, the largest PyTorch/CUDA images to
+# ~25 GiB: the defaults leave room for those and still stop a layer that expands without end.
+DEFAULT_MAX_BYTES = 64 << 30
+DEFAULT_MAX_FILES = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class UnpackLimits:
+    """How large an unpacked root filesystem may get, in file bytes and in entries."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_files: int = DEFAULT_MAX_FILES
+
+
 @dataclass(slots=True)
 class UnpackStats:
     """What an unpack did, for logs and tests."""
 
     entries: int = 0
+    bytes: int = 0
     whiteouts: int = 0
     skipped_devices: int = 0
     skipped: list[str] = field(default_factory=list)
@@ -132,9 +151,11 @@ def _prune(directory: Path, keep: set[Path]) -> None:
 class LayerApplier:
     """Applies layers in order to *root*; call :meth:`finish` once after the last one."""
 
-    def __init__(self, root: Path, *, is_root: bool | None = None) -> None:
+    def __init__(self, root: Path, *, is_root: bool | None = None,
+                 limits: UnpackLimits = UnpackLimits()) -> None:
         self.root = root
         self.is_root = os.geteuid() == 0 if is_root is None else is_root
+        self.limits = limits
         self.stats = UnpackStats()
         self._dirs: dict[Path, tarfile.TarInfo] = {}
         root.mkdir(parents=True, exist_ok=True)
@@ -142,9 +163,14 @@ class LayerApplier:
     def apply(self, tar_stream: IO[bytes], *, what: str = "layer") -> None:
         """Apply one uncompressed tar stream."""
         written: set[Path] = set()
-        with tarfile.open(fileobj=tar_stream, mode="r|") as archive:
-            for member in archive:
-                self._apply_member(archive, member, written, what)
+        try:
+            with tarfile.open(fileobj=tar_stream, mode="r|") as archive:
+                for member in archive:
+                    self._apply_member(archive, member, written, what)
+        except _content_errors() as exc:
+            # Only what bad content raises: a full disk (OSError) stays what it is.
+            raise CorruptLayer(f"{what}: not a valid layer ({type(exc).__name__}: {exc}); "
+                               "it cannot be unpacked") from None
 
     def _apply_member(
         self, archive: tarfile.TarFile, member: tarfile.TarInfo, written: set[Path], what: str
@@ -154,9 +180,14 @@ class LayerApplier:
             if member.isdir():
                 self._dirs[self.root] = member
             return
-        parent = _ensure_dir(self.root, parts[:-1], written)
         name = parts[-1]
-        self.stats.entries += 1
+        if name.startswith(WHITEOUT) and name[len(WHITEOUT):] in ("", ".", ".."):
+            raise UnsafeLayerError(
+                f"{what}: whiteout {member.name!r} names no file below its directory (it would "
+                "delete the directory itself or the one above); refusing the layer"
+            )
+        self._count(member, what)
+        parent = _ensure_dir(self.root, parts[:-1], written)
         if name == OPAQUE:
             _prune(parent, written)
             self.stats.whiteouts += 1
@@ -205,6 +236,25 @@ class LayerApplier:
             return
         self._set_owner_mode_time(dest, member)
 
+    def _count(self, member: tarfile.TarInfo, what: str) -> None:
+        """Count *member* against the limits before anything of it is written."""
+        self.stats.entries += 1
+        if member.isreg():
+            self.stats.bytes += member.size
+        limits = self.limits
+        if self.stats.entries > limits.max_files:
+            raise RootfsTooLarge(
+                f"{what}: member {member.name!r} takes the unpacked root filesystem past "
+                f"{limits.max_files} entries (the unpack file limit); raise "
+                "--multiarch-unpack-max-files if the image really has that many"
+            )
+        if self.stats.bytes > limits.max_bytes:
+            raise RootfsTooLarge(
+                f"{what}: member {member.name!r} takes the unpacked root filesystem past "
+                f"{limits.max_bytes} bytes (the unpack size limit); raise "
+                "--multiarch-unpack-max-bytes if the image really is that large"
+            )
+
     @staticmethod
     def _write_file(archive: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
         source = archive.extractfile(member)
@@ -227,6 +277,23 @@ class LayerApplier:
             if path.is_dir() and not path.is_symlink():
                 self._set_owner_mode_time(path, self._dirs[path])
         self._dirs.clear()
+
+
+def _content_errors() -> tuple[type[BaseException], ...]:
+    import gzip
+    import zlib
+
+    import zstandard
+
+    errors: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error,
+                                         gzip.BadGzipFile, zstandard.ZstdError]
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - isal is a dependency
+        pass
+    else:
+        errors.append(cast("type[BaseException]", isal_zlib.error))
+    return tuple(errors)
 
 
 def decompressed(buffered: io.BufferedReader) -> IO[bytes]:
@@ -256,19 +323,28 @@ def _drain(stream: IO[bytes]) -> None:
 
 
 def unpack_layers(
-    layers: Iterable[AbstractContextManager[BinaryIO]], root: Path, *, is_root: bool | None = None
+    layers: Iterable[AbstractContextManager[BinaryIO]], root: Path, *, is_root: bool | None = None,
+    limits: UnpackLimits = UnpackLimits(), digests: Sequence[str] = (),
 ) -> UnpackStats:
-    """Apply each opened (possibly compressed) layer in order into *root*."""
-    applier = LayerApplier(root, is_root=is_root)
+    """Apply each opened (possibly compressed) layer in order into *root*.
+
+    *digests* (the layers', in order) name the layer in errors; *limits* bound the whole tree.
+    """
+    applier = LayerApplier(root, is_root=is_root, limits=limits)
     for index, opener in enumerate(layers):
+        what = f"layer {index} ({digests[index]})" if index < len(digests) else f"layer {index}"
         with opener as raw:
             buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
                 cast(io.RawIOBase, raw), _CHUNK
             )
             stream = decompressed(buffered)
-            applier.apply(stream, what=f"layer {index}")
+            applier.apply(stream, what=what)
             # Read both to EOF: the decompressor checks its CRC, a verifying reader the digest.
-            _drain(stream)
+            try:
+                _drain(stream)
+            except _content_errors() as exc:
+                raise CorruptLayer(f"{what}: its compressed stream is damaged "
+                                   f"({type(exc).__name__}: {exc})") from None
             _drain(buffered)
     applier.finish()
     return applier.stats
