@@ -177,11 +177,11 @@ class RegistryClient:
         callers then try the ``sha256-<hex>`` tag fallback."""
         what = self._what(ref, f"referrers of {digest}")
         path = f"referrers/{validate_digest(digest)}"
-        with self._request("GET", ref, path, what=what, kind="manifest", accept=OCI_INDEX,
-                           tolerate=(400, 404, 405)) as resp:
+        with self.transport.request("GET", ref, path, what=what, kind="manifest",
+                                    accept=OCI_INDEX, tolerate=(400, 404, 405)) as resp:
             if resp.status_code >= 400:
                 return None
-            return (_read_limited(resp, MAX_MANIFEST_BYTES, what=what),
+            return (self.transport.read(resp, MAX_MANIFEST_BYTES, what=what),
                     resp.headers.get("Content-Type", ""))
 
     def _head_descriptor(self, resp: requests.Response, ref: Reference, *, what: str
