@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 ARCHS ?= amd64,arm64,s390x
 
-.PHONY: provision lint test test-unit test-plugin test-integration test-example demo bench clean-testbed
+.PHONY: provision lint test test-unit test-plugin test-integration test-example test-wheel demo bench clean-testbed
 
 provision:
 	scripts/provision-host
@@ -33,6 +33,11 @@ test-example:
 	cd example_project && ../$(PYTEST) tests --arch=$(ARCHS) --arch-required -q \
 	  --multiarch-report=../.multiarch-report.json
 
+# The installable artifact: sdist and wheel built, the wheel installed into a fresh venv, and
+# there (no pytester, no checkout on sys.path) `pytest --help` and a gate run on a corpus image.
+test-wheel:
+	PYTHON=$(PY) scripts/wheel-smoke
+
 # The whole suite: provisioning, lint, unit, plugin and integration tiers, the example project.
 # Tests marked `serial` switch binfmt handlers off for the whole host, so they run in a pass of
 # their own after the parallel one.
@@ -41,6 +46,7 @@ test: provision
 	$(PYTEST) tests --arch-required -n 2 -m "not serial"
 	$(PYTEST) tests --arch-required -m serial
 	$(MAKE) test-example
+	$(MAKE) test-wheel
 
 demo: provision
 	example_project/build.sh

@@ -134,3 +134,17 @@ class RootfsTooLarge(MultiarchError):
 
 class CorruptLayer(MultiarchError):
     """A layer is not a valid tar archive (in its compression): bad header, truncated stream."""
+
+
+class NotATestcontainer(UsageError):
+    """``multiarch_testcontainer`` was given something that is not a testcontainers container."""
+
+
+class TestcontainerAlreadyStarted(UsageError):
+    """``multiarch_testcontainer`` was given a container that is already running."""
+
+    __test__ = False  # pytest: not a test class despite the name
+
+
+class MultiarchWarning(UserWarning):
+    """Something asked for could not be honoured on this arch; the message says what instead."""

@@ -83,6 +83,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_multiarch.plugin import xdist as xdist_support
 
         config.pluginmanager.register(xdist_support.XdistSupport(state), "multiarch-xdist")
+    if config.pluginmanager.hasplugin("html"):  # its hookspecs exist only when it is loaded
+        from pytest_multiarch.plugin.html import HtmlColumns
+
+        config.pluginmanager.register(HtmlColumns(state), "multiarch-html")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

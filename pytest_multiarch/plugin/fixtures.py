@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pytest
 
@@ -56,8 +56,19 @@ class StartContainer(Protocol):
         ports: Sequence[int | str] = (), mem_limit: str | None = None, name: str | None = None,
     ) -> Container: ...
 
+
+_TC = TypeVar("_TC")
+
+
+class BindTestcontainer(Protocol):
+    """``multiarch_testcontainer(container)``: the same testcontainers container, bound."""
+
+    def __call__(self, container: _TC) -> _TC: ...
+
+
 __all__ = [
     "AuditImage",
+    "BindTestcontainer",
     "ResolveImage",
     "RunImage",
     "StartContainer",
@@ -73,6 +84,7 @@ __all__ = [
     "multiarch_run",
     "multiarch_runner",
     "multiarch_shared_container",
+    "multiarch_testcontainer",
     "multiarch_variants",
 ]
 
@@ -251,6 +263,39 @@ def multiarch_shared_container(
             return cache[key]
 
         yield shared
+
+
+@pytest.fixture
+def multiarch_testcontainer(
+    request: pytest.FixtureRequest, arch: Platform
+) -> Iterator[BindTestcontainer]:
+    """``multiarch_testcontainer(container)``: a testcontainers container bound to this arch.
+
+    Give it an unstarted ``DockerContainer(ref)`` (or a module class such as ``MySqlContainer``);
+    it comes back with the arch's variant by digest, the platform, the memory limit, the session
+    labels, an init under emulation and readiness timeouts scaled by the emulation factor.  Start
+    it as before (``with ... as c:``); it is removed after the test at the latest.
+    """
+    from pytest_multiarch.checks import testcontainers as tc
+    from pytest_multiarch.session.bindings import bind_testcontainer
+
+    plat = _require_arch(arch)
+    state = get_state(request.config)
+    nodeid = request.node.nodeid
+    bound: list[object] = []
+
+    def bind(container: _TC) -> _TC:
+        bind_testcontainer(state, container, plat)  # rewrites it in place (or refuses it)
+        state.digests[nodeid] = getattr(container, tc.BOUND_ATTR).digest
+        bound.append(container)
+        state.add_log_source(nodeid, lambda: tc.logs(container))
+        return container
+
+    try:
+        yield bind
+    finally:
+        for container in reversed(bound):
+            tc.remove(container)
 
 
 def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:

@@ -159,6 +159,8 @@ class MultiarchSession:
         self, terminalreporter: pytest.TerminalReporter, config: pytest.Config
     ) -> None:
         width = config.get_terminal_writer().fullwidth
+        for plat in self.state.archs:  # how each arch runs: -q skips the header that asks
+            self.state.status(plat)
         lines = self.state.matrix.render(width=width)
         if lines:
             terminalreporter.write_sep("=", "multiarch matrix")

@@ -281,9 +281,12 @@ class PodmanService:
     from the main thread) and the next :meth:`acquire` on this host removes what is left.
     """
 
-    def __init__(self, binary: str = "podman", *, timeout: float = SERVICE_TIMEOUT) -> None:
+    def __init__(self, binary: str = "podman", *, timeout: float = SERVICE_TIMEOUT,
+                 insecure_registries: Sequence[str] = ()) -> None:
         self.binary = binary
         self.timeout = timeout
+        # Marked insecure in the service's own registries.conf, beside loopback (podman.py).
+        self.insecure_registries = tuple(insecure_registries)
         self._lock = threading.Lock()
         self._users = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -335,10 +338,18 @@ class PodmanService:
         sock = workdir / "podman.sock"
         log = workdir / "service.log"
         main_thread = threading.current_thread() is threading.main_thread()
+        # Here, not at module level: detection must not load the Docker SDK (podman.py does).
+        from pytest_multiarch.runners.docker.podman import registries_conf
+
+        env = dict(os.environ)
+        conf = registries_conf(self.insecure_registries)
+        if conf is not None:  # plain-HTTP loopback pulls like Docker's (podman.registries_conf)
+            (workdir / "registries.conf").write_text(conf)
+            env["CONTAINERS_REGISTRIES_CONF"] = str(workdir / "registries.conf")
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [binary, "system", "service", "--time=0", f"unix://{sock}"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,
                 # The death signal fires when the *thread* that forked exits: main thread only.
                 preexec_fn=_die_with_parent if main_thread else None,

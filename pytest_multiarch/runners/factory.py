@@ -13,7 +13,7 @@ session.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,8 +33,10 @@ class EngineSelection:
     """The engine ``--engine`` means for one session, detected once, and the private podman
     service of that session (started on first use, shared by its runners)."""
 
-    def __init__(self, engine: str) -> None:
+    def __init__(self, engine: str, insecure_registries: Sequence[str] = ()) -> None:
         self.engine = engine
+        # Marked insecure, beside loopback, in the private podman service's registries.conf.
+        self.insecure_registries = tuple(insecure_registries)
         self._lock = threading.Lock()
         self._choice: EngineChoice | None = None
         self._service: PodmanService | None = None
@@ -50,7 +52,7 @@ class EngineSelection:
         """The session's one private ``podman system service`` (not started until acquired)."""
         with self._lock:
             if self._service is None:
-                self._service = PodmanService()
+                self._service = PodmanService(insecure_registries=self.insecure_registries)
             return self._service
 
 
@@ -184,5 +186,6 @@ def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platfor
     if service is not None:
         # The service outlives the runner's own cleanup: containers are removed through it.
         runner.add_close_callback(service.release)
+        runner.managed_registries = True
     reap_stale(runner)
     return runner

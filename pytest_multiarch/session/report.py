@@ -8,6 +8,7 @@ versioned (``schema`` + ``format``) and documented in docs/REPORT-SCHEMA.md.
 
 from __future__ import annotations
 
+import html as _html
 import json
 import platform as _platform
 from collections.abc import Mapping
@@ -22,6 +23,9 @@ from pytest_multiarch._fs import write_atomic
 REPORT_SCHEMA = "pytest-multiarch-report"
 #: Version 2 added per-arch run facts, collected ids, index digests, variants and REST records.
 REPORT_FORMAT = 2
+
+#: Row labels keep at least this many characters before cells are cut to fit the terminal.
+MIN_LABEL = 24
 
 _SYMBOL = {
     "passed": "PASS",
@@ -143,39 +147,32 @@ class Matrix:
         return result
 
     def render(self, width: int = 120) -> list[str]:
-        """The terminal table: tests x archs, then per-arch totals and how each arch ran."""
+        """The terminal table: tests x archs, then per-arch totals and how each arch ran.
+
+        Every line fits in *width* (the terminal width pytest reports): row labels are shortened
+        in the middle (:func:`shorten_middle`) down to MIN_LABEL, then the widest cells at their
+        end (the outcome word leads), when the table would not.
+        """
         if not self._cells:
             return []
         archs = self.archs
         tests = self.tests()
-        collected = {a: set(self.collected.get(a, ())) for a in archs}
-        deselected = {a: set(self.deselected.get(a, ())) for a in archs}
-        cells: dict[tuple[str, str], str] = {}
-        for test in tests:
-            for arch in archs:
-                o = self.cell(test, arch)
-                if o is None:
-                    # collected but no outcome: the run stopped early; "-": not for this arch
-                    cells[test, arch] = ("not run" if test in collected[arch]
-                                         else "deselected" if test in deselected[arch] else "-")
-                else:
-                    text = _SYMBOL.get(o.outcome, o.outcome)
-                    if o.failure_class and o.outcome in ("failed", "error"):
-                        text += f" {o.failure_class}"
-                    cells[test, arch] = text
+        cells = {(t, a): self._cell_text(t, a) for t in tests for a in archs}
         totals = self.totals()
         total_text = {a: _fmt_totals(totals.get(a, {})) for a in archs}
         col = {
             a: max(len(a), len(total_text[a]), *(len(cells[t, a]) for t in tests)) for a in archs
         }
-        name_width = max(len("test"), *(len(t) for t in tests))
-        budget = max(20, width - sum(col.values()) - 3 * len(archs) - 1)
-        name_width = min(name_width, budget)
+        # Columns give way first, down to an even share of what leaves the labels two fifths of
+        # the width (MIN_LABEL at least), but never below their arch name or "ERROR".
+        # Narrows col in place when even MIN_LABEL-wide labels leave too little room.
+        name_width = fit_columns(max(len("test"), *(len(t) for t in tests)), col, width)
 
         def row(name: str, values: list[str]) -> str:
-            shown = _fit(name, name_width)
+            shown = shorten_middle(name, name_width)
             return shown.ljust(name_width) + "".join(
-                " | " + v.ljust(col[a]) for a, v in zip(archs, values, strict=True)
+                " | " + _fit_line(v, col[a]).ljust(col[a])  # the outcome word leads: cut the end
+                for a, v in zip(archs, values, strict=True)
             )
 
         lines = [row("test", archs), "-" * len(row("test", archs))]
@@ -183,16 +180,62 @@ class Matrix:
         lines.append("-" * len(lines[0]))
         lines.append(row("totals", [total_text[a] for a in archs]))
         for arch in archs:
-            info = self.arch_lines.get(arch, ArchInfoLine(arch))
-            factor = (
-                f", emulation factor {info.emulation_factor:.1f}x"
-                if info.emulation_factor is not None else ""
-            )
-            shard = f" [shard {info.run['shard']}]" if info.run.get("shard") else ""
-            lines.append(f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
-                         f"(setup, call and teardown){shard}")
-        lines += self._fact_lines()
+            text = self.arch_summary(arch)
+            if len(text) > width:  # the parenthesis only explains; drop it before cutting
+                text = text.replace(" (setup, call and teardown)", "")
+            lines.append(_fit_line(text, width))
+        lines += self._fact_lines()  # not cut: they name packages and versions
         return lines
+
+    def _cell_text(self, test: str, arch: str) -> str:
+        o = self.cell(test, arch)
+        if o is None:
+            # collected but no outcome: the run stopped early; "-": not for this arch
+            if test in self.collected.get(arch, ()):
+                return "not run"
+            return "deselected" if test in self.deselected.get(arch, ()) else "-"
+        text = _SYMBOL.get(o.outcome, o.outcome)
+        if o.failure_class and o.outcome in ("failed", "error"):
+            text += f" {o.failure_class}"
+        return text
+
+    def arch_summary(self, arch: str) -> str:
+        """``arm64: emulated, emulation factor 5.4x, 12.0s in its tests (…)``."""
+        info = self.arch_lines.get(arch, ArchInfoLine(arch))
+        factor = (
+            f", emulation factor {info.emulation_factor:.1f}x"
+            if info.emulation_factor is not None else ""
+        )
+        shard = f" [shard {info.run['shard']}]" if info.run.get("shard") else ""
+        return (f"{arch}: {info.how}{factor}, {info.wall_time:.1f}s in its tests "
+                f"(setup, call and teardown){shard}")
+
+    def render_html(self) -> str:
+        """The matrix as an HTML table (pytest-html's summary): the same rows and cells as
+        :meth:`render`, full labels, each cell's class ``multiarch-OUTCOME``."""
+        if not self._cells:
+            return ""
+        esc = _html.escape
+        head = "".join(f"<th>{esc(a)}</th>" for a in self.archs)
+        rows = []
+        for test in self.tests():
+            tds = []
+            for arch in self.archs:
+                o = self.cell(test, arch)
+                kind = o.outcome if o is not None else "none"
+                title = f' title="{esc(o.message)}"' if o is not None and o.message else ""
+                tds.append(f'<td class="multiarch-{kind}"{title}>'
+                           f"{esc(self._cell_text(test, arch))}</td>")
+            rows.append(f'<tr><td class="multiarch-test">{esc(test)}</td>{"".join(tds)}</tr>')
+        totals = self.totals()
+        rows.append('<tr class="multiarch-totals"><td>totals</td>' + "".join(
+            f"<td>{esc(_fmt_totals(totals.get(a, {})))}</td>" for a in self.archs) + "</tr>")
+        how = "".join(f"<li>{esc(self.arch_summary(a))}</li>" for a in self.archs)
+        return (
+            '<div class="multiarch-matrix"><h2>multiarch matrix</h2>'
+            f'<table class="multiarch-matrix-table"><thead><tr><th>test</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table><ul>{how}</ul></div>'
+        )
 
     def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The document written by ``--multiarch-report`` (docs/REPORT-SCHEMA.md)."""
@@ -268,14 +311,55 @@ def _mode_of(how: str) -> str:
     return "emulated"
 
 
-def _fit(name: str, width: int) -> str:
-    """*name* cut to *width*: drop the file part of a node id first, then its start."""
+def shorten_middle(name: str, width: int) -> str:
+    """*name* in at most *width* characters, cut in the middle: the start (the file, or the gate's
+    image) and the end with its ``[parameter]`` stay, so rows remain telling apart.
+
+    One rule for every row label, whatever its length: at 40 characters
+    ``tests/test_replication.py::test_data_survives_a_restart_mid_workload[from amd64]``
+    becomes ``tests/test…tart_mid_workload[from amd64]``.
+    """
     if len(name) <= width:
         return name
-    tail = name.rsplit("::", 1)[-1]
-    if len(tail) <= width:
-        return tail
-    return "…" + tail[-(width - 1):]
+    if width <= 1:
+        return "…"[:width]
+    head, sep, param = name.rpartition("[")
+    tail = sep + param if sep and name.endswith("]") else ""
+    if not tail:
+        head = name
+    room = width - 1 - len(tail)  # characters of *head* that fit beside "…" and the parameter
+    if room < min(8, len(head)):  # the parameter alone is too long: cut across both
+        keep = width - 1
+        return name[: keep - keep // 2] + "…" + (name[-(keep // 2):] if keep // 2 else "")
+    # A third for the start, two for the end: rows tend to share their start (the file, the
+    # registry), while the end names the test or the check.
+    start = max(room // 3, min(10, room))
+    end = room - start
+    return head[:start] + "…" + (head[-end:] if end else "") + tail
+
+
+def fit_columns(name_width: int, col: dict[str, int], width: int) -> int:
+    """The label width that fits the table in *width*; narrows *col* (in place) when labels of
+    MIN_LABEL still leave too little room: the widest column first, never below its arch name
+    or ``ERROR``."""
+    total = sum(col.values()) + 3 * len(col)
+    if name_width + total <= width:
+        return name_width
+    name_width = max(min(MIN_LABEL, name_width), width - total)
+    floor = {a: max(len(a), len("ERROR")) for a in col}
+    excess = name_width + total - width
+    while excess > 0:
+        widest = max(col, key=lambda a: col[a] - floor[a])
+        if col[widest] <= floor[widest]:
+            break  # nothing left to give: the terminal is narrower than the table can be
+        col[widest] -= 1
+        excess -= 1
+    return name_width
+
+
+def _fit_line(text: str, width: int) -> str:
+    """A free-text line in *width*: cut at the end (its start says what it is about)."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def _fmt_totals(counts: dict[str, int]) -> str:

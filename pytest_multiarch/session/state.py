@@ -80,7 +80,7 @@ class State:
 
     def __post_init__(self) -> None:
         self.matrix = Matrix([p.arch_name for p in self.archs])
-        self.engines = EngineSelection(str(self.cfg.engine.value))
+        self.engines = EngineSelection(str(self.cfg.engine.value), self.cfg.insecure_registries)
 
     # -- availability -----------------------------------------------------------------------
 

@@ -37,7 +37,8 @@ def run_block(name: str, testbed: Testbed, cwd: Path) -> subprocess.CompletedPro
 
 
 def test_the_marked_blocks_are_there() -> None:
-    assert set(readme_blocks()) == {"gate", "oci", "regression", "container", "audit"}
+    assert set(readme_blocks()) == {"gate", "oci", "regression", "container", "audit",
+                                    "testcontainers"}
 
 
 def test_readme_gate_command(testbed: Testbed, tmp_path: Path) -> None:
@@ -76,7 +77,8 @@ def test_blocks_use_only_documented_options(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "outcomes"), [("container", {"passed": 2}),
-                                                ("audit", {"passed": 2})])
+                                                ("audit", {"passed": 2}),
+                                                ("testcontainers", {"passed": 2})])
 def test_readme_python_examples(
     pytester: pytest.Pytester, testbed: Testbed, name: str, outcomes: dict[str, int]
 ) -> None:

@@ -140,3 +140,52 @@ def test_report_is_a_shard_with_collected_ids_and_exit_status(
     assert arm64["run"]["qemu"]
     assert doc["archs"]["amd64"]["run"]["mode"] == "native"
     assert doc["archs"]["amd64"]["run"]["cpu"]
+
+
+LONG_NAMES = """
+import pytest
+
+@pytest.mark.parametrize("mode", ["mid-workload"])
+def test_data_survives_a_restart_of_the_replica_while_the_primary_writes(arch, mode):
+    pass
+
+def test_ok(arch):
+    assert arch.architecture != "s390x", "differs"
+"""
+
+
+@pytest.mark.parametrize("columns", [60, 100])
+def test_matrix_fits_the_terminal_and_keeps_start_and_parameter(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    pytester.makepyfile(test_long_names=LONG_NAMES)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = pytester.runpytest("--arch=amd64,arm64,s390x")
+    result.assert_outcomes(passed=5, failed=1)
+    lines = result.stdout.lines
+    start = lines.index(next(x for x in lines if "multiarch matrix" in x)) + 1
+    matrix = [x for x in lines[start:] if x and not x.startswith(("=", "FAILED"))]
+    assert len(matrix) >= 8, matrix
+    too_wide = [x for x in matrix if len(x) > columns]
+    assert not too_wide, too_wide
+    labels = [x.split(" | ")[0].rstrip() for x in matrix if " | " in x][1:-1]
+    # One rule: every row keeps its start; a cut one keeps its parameter at the end.
+    prefix = "test_long"
+    assert all(label.startswith(prefix) for label in labels), labels
+    long = next(label for label in labels if "[" in label)
+    assert long.endswith("[mid-workload]")
+    if columns == 60:
+        assert "…" in long
+    assert any(label.endswith("::test_ok") for label in labels), labels
+    assert any("| FAIL" in x for x in matrix), matrix
+
+
+def test_html_columns_only_with_pytest_html(pytester: pytest.Pytester) -> None:
+    """pytest-html loaded: our columns are registered; absent (-p no:html): no error, none."""
+    with_html = pytester.parseconfigure("--arch=amd64")
+    assert with_html.pluginmanager.get_plugin("multiarch-html") is not None
+    without = pytester.parseconfigure("--arch=amd64", "-p", "no:html")
+    assert without.pluginmanager.get_plugin("multiarch-html") is None
+    pytester.makepyfile(test_x="def test_ok(arch):\n    pass\n")
+    result = pytester.runpytest("--arch=amd64", "-p", "no:html")
+    result.assert_outcomes(passed=1)

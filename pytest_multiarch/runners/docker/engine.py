@@ -142,6 +142,9 @@ class EngineRunner:
         self.mem_limit = mem_limit
         parse_mem_limit(mem_limit)  # a bad value fails here, not at the first run
         self.init = init
+        #: Set by the factory for its own podman service, whose registries.conf marks loopback
+        #: and --multiarch-insecure-registry hosts insecure (podman.registries_conf).
+        self.managed_registries = False
         self._tunnel: SSHTunnel | None = None
         self._checked: set[tuple[str, Platform]] = set()
         self._closed = False
@@ -282,6 +285,10 @@ class EngineRunner:
                     ) from exc
                 registry = image.split("/", 1)[0]
                 insecure = (
+                    "this podman service was started by pytest-multiarch with loopback and "
+                    "--multiarch-insecure-registry hosts marked insecure; another plain-HTTP "
+                    "registry needs --multiarch-insecure-registry=HOST."
+                    if self.is_podman and self.managed_registries else
                     f"podman needs every plain-HTTP registry, loopback too, marked insecure: "
                     f'[[registry]] location="{registry}" insecure=true in a file under '
                     "/etc/containers/registries.conf.d/ on the engine's host."

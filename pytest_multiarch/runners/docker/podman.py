@@ -15,6 +15,11 @@
   ignored on cgroups V1 rootless systems") while its Docker API still claims ``MemoryLimit``;
   the libpod info endpoint tells, and emulated runs are refused there (see
   :func:`memory_limit_refusal`): an emulated process without a limit can take the whole machine.
+* **plain-HTTP registries**: Docker pulls from ``127.0.0.0/8`` over plain HTTP by itself; podman
+  only from registries ``registries.conf`` marks insecure.  A podman service the plugin starts
+  gets its own file (``CONTAINERS_REGISTRIES_CONF``, see :func:`registries_conf`): the system's
+  plus loopback and ``--multiarch-insecure-registry`` hosts marked insecure, so both engines
+  follow one rule.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import re
 import resource
 import socket
 import struct
+import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +39,9 @@ from docker.types import Ulimit
 
 from pytest_multiarch.errors import RunnerError, UlimitRefused
 
-__all__ = ["PODMAN_DEFAULT_ULIMITS", "init_exit_code", "kernel_oom_killed", "limits_ignored",
-           "memory_limit_refusal", "podman_ulimits", "socket_peer_pid", "ulimit_refused"]
+__all__ = ["LOOPBACK_REGISTRIES", "PODMAN_DEFAULT_ULIMITS", "init_exit_code",
+           "kernel_oom_killed", "limits_ignored", "memory_limit_refusal", "podman_ulimits",
+           "registries_conf", "socket_peer_pid", "ulimit_refused"]
 
 #: What rootful podman 4 asks for when no ulimit is given (define.RLimitDefaultValue etc.).
 PODMAN_DEFAULT_ULIMITS = {"nofile": 1048576, "nproc": 4194304}
@@ -179,3 +187,48 @@ def memory_limit_refusal(target: str, image: str, platform: object) -> RunnerErr
         "v2 (systemd.unified_cgroup_hierarchy=1) where rootless podman enforces limits, or run "
         "natively (--arch-host)."
     )
+
+
+#: Loopback names marked insecure for a private podman service, as Docker treats 127.0.0.0/8.
+#: A location without a port matches every port of that host in containers/image's prefix
+#: rule; addresses of 127.0.0.0/8 other than 127.0.0.1 must be named (with their port).
+LOOPBACK_REGISTRIES = ("localhost", "127.0.0.1", "[::1]")
+SYSTEM_REGISTRIES_CONF = Path("/etc/containers/registries.conf")
+
+
+def registries_conf(
+    insecure: Iterable[str] = (), system: Path = SYSTEM_REGISTRIES_CONF
+) -> str | None:
+    """A ``registries.conf`` for a private podman service: *system*'s text, then a
+    ``[[registry]]`` table marking each loopback host and each of *insecure* insecure.
+
+    Hosts the system file already configures keep its entry (a location may appear once per
+    file); drop-ins under ``registries.conf.d`` still apply after this file, as for the system's.
+    None when the system file cannot be extended: unreadable TOML, or the v1 format, which
+    cannot be mixed with v2 tables (the service then runs with the system's configuration).
+    """
+    try:
+        text = system.read_text()
+    except FileNotFoundError:
+        text = ""
+    except OSError:
+        return None
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return None
+    if "registries" in parsed:  # v1: [registries.search] / [registries.insecure]
+        return None
+    known = {str(entry.get("location", entry.get("prefix", "")))
+             for entry in parsed.get("registry", ()) if isinstance(entry, dict)}
+    wanted = [h for h in dict.fromkeys((*LOOPBACK_REGISTRIES, *insecure)) if h and h not in known]
+    tables = "".join(
+        f'\n[[registry]]\nlocation = "{_toml_escape(host)}"\ninsecure = true\n' for host in wanted
+    )
+    header = (f"# pytest-multiarch: {system} and, after it, the plain-HTTP registries of this "
+              "session (loopback, --multiarch-insecure-registry)\n")
+    return header + text.rstrip("\n") + "\n" + tables
+
+
+def _toml_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
