@@ -20,54 +20,36 @@ import secrets
 import statistics
 import time
 from itertools import permutations
-from typing import Any
 
-import docker
-
-from pytest_multiarch.checks._containers import engine_platform, remove_session, time_factor
+from pytest_multiarch.checks.engine import Started, time_factor
 from pytest_multiarch.checks.mariadb import start_mariadb
 from pytest_multiarch.checks.replication import replication_pair
 from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import Session
+from pytest_multiarch.runners.docker.engine import EngineRunner
 
 DB_IMAGE = "127.0.0.1:5000/example/base-mariadb:bookworm"
 
 
-def ready_time(client: Any, image: str, plat: Platform, session: str) -> float:
-    created: list[Any] = []
-    network = client.networks.create(
-        f"pma-{session}-bench-{secrets.token_hex(3)}",
-        labels={"io.pytest-multiarch": "1", "io.pytest-multiarch.session": session},
-    )
-    try:
+def ready_time(runner: EngineRunner, image: str, plat: Platform) -> float:
+    with Started(runner) as started:
         server = start_mariadb(
-            client,
-            image=image,
-            platform=plat,
-            network=network,
-            alias="db",
-            role="bench",
-            session_id=session,
-            created=created,
-            time_factor=time_factor(client, plat, None),
+            started, image=image, platform=plat, network=started.network("bench", plat),
+            alias="db", role="bench", time_factor=time_factor(runner, plat, None),
         )
         return server.ready_seconds
-    finally:
-        for c in created:
-            c.remove(force=True, v=True)
-        network.remove()
 
 
 def catch_up_time(
-    client: Any, images: dict[str, str], primary: str, replica: str, rows: int, session: str
+    runner: EngineRunner, images: dict[str, str], primary: str, replica: str, rows: int
 ) -> tuple[float, float]:
     with replication_pair(
-        client,
+        runner,
         primary_platform=primary,
         replica_platform=replica,
         primary_image=images[primary],
         replica_image=images[replica],
-        session_id=session,
     ) as pair:
         pair.pause_replication()
         written = pair.run_workload(rows)
@@ -88,16 +70,16 @@ def main() -> None:
     parser.add_argument("--arch", default="amd64,arm64,s390x")
     args = parser.parse_args()
     arches = args.arch.split(",")
-    client = docker.from_env(timeout=600)
-    native = engine_platform(client).architecture
+    # One labelled session: its close() removes whatever a failed measurement left.
+    runner = EngineRunner(session=Session.new(f"bench-{secrets.token_hex(4)}"))
+    native = runner.engine_arch.architecture
     source, ref = open_source(DB_IMAGE, insecure_registries=["127.0.0.1:5000"])
     images = {a: resolve(source, ref, Platform.parse(a)).pinned for a in arches}
-    session = f"bench-{secrets.token_hex(4)}"
     try:
         print(f"MariaDB ready (container start -> SELECT 1), median of {args.runs}:")
         for arch in arches:
             times = [
-                ready_time(client, images[arch], Platform.parse(arch), session)
+                ready_time(runner, images[arch], Platform.parse(arch))
                 for _ in range(args.runs)
             ]
             kind = "native" if arch == native else "emulated"
@@ -111,7 +93,7 @@ def main() -> None:
         )
         for primary, replica in permutations(arches, 2):
             runs = [
-                catch_up_time(client, images, primary, replica, args.rows, session)
+                catch_up_time(runner, images, primary, replica, args.rows)
                 for _ in range(args.runs)
             ]
             write = statistics.median(r[0] for r in runs)
@@ -121,7 +103,7 @@ def main() -> None:
                 f"({args.rows / catch:,.0f} rows/s; primary wrote them in {write:.2f}s)"
             )
     finally:
-        remove_session(client, session)
+        runner.close()
 
 
 if __name__ == "__main__":

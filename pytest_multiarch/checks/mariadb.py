@@ -18,17 +18,11 @@ from typing import Any
 
 import pymysql
 
-from pytest_multiarch.checks._containers import (
-    Deadline,
-    ensure_image,
-    exit_problem,
-    labels,
-    logs_of,
-    published_port,
-    put_files,
-)
+from pytest_multiarch.checks.engine import Started, ensure_running, labels
 from pytest_multiarch.checks.errors import NotReady
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import Deadline
+from pytest_multiarch.runners.docker.container import EngineContainer
 
 #: Native seconds a MariaDB container may take to answer SELECT 1 (times the emulation factor).
 READY_TIMEOUT = 30.0
@@ -46,12 +40,27 @@ exec mariadbd --user=mysql --init-file={INIT_PATH}
 """
 
 
+class Password(str):
+    """A password: the text itself for drivers and SQL, ``'***'`` in every repr (so tracebacks
+    with locals, ``pytest -l``, and dataclass reprs never show it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    @classmethod
+    def new(cls) -> Password:
+        """A random one, 24 hex digits."""
+        return cls(secrets.token_hex(12))
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     """A user the init file creates: ``privileges`` like ``"ALL ON offerings.*"``."""
 
     user: str
-    password: str
+    password: str = field(repr=False)  # never in a report or a traceback's locals
     privileges: tuple[str, ...] = ()
 
 
@@ -98,23 +107,27 @@ def init_sql(root_password: str, accounts: Sequence[Account], databases: Sequenc
 
 @dataclass(slots=True)
 class MariaDBServer:
-    """A MariaDB container: from the host at 127.0.0.1:``port``, from its peers at ``alias``."""
+    """A MariaDB container: from the host at ``host``:``port``, from its peers at ``alias``."""
 
-    client: Any
-    container: Any
+    container: EngineContainer
     image: str
     platform: Platform
     role: str
     alias: str
-    root_password: str
-    time_factor: float
+    root_password: str = field(repr=False)  # never in a report or a traceback's locals
+    time_factor: float = 1.0
     port: int = 0
     started_at: float = field(default_factory=time.monotonic)
     ready_seconds: float = 0.0
 
     @property
     def name(self) -> str:
-        return str(self.container.name)
+        return self.container.name
+
+    @property
+    def host(self) -> str:
+        """Where the published port is reachable from here."""
+        return self.container.host
 
     @property
     def arch(self) -> str:
@@ -126,7 +139,7 @@ class MariaDBServer:
     def connect(self, database: str | None = None, timeout: float = 10.0) -> Any:
         """A pymysql connection as root (autocommit), from the host."""
         return pymysql.connect(
-            host="127.0.0.1",
+            host=self.host,
             port=self.port,
             user="root",
             password=self.root_password,
@@ -151,23 +164,19 @@ class MariaDBServer:
             conn.close()
 
     def logs(self) -> str:
-        return logs_of(self.container)
+        return self.container.logs()
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Poll ``SELECT 1`` until it answers; returns the seconds since the container started.
 
-        Raises :class:`NotReady` (or OutOfMemory/ExecFormatError when the container died)."""
+        Raises :class:`NotReady` (or the runner's OutOfMemory/ExecFormatError when it died)."""
         budget = (READY_TIMEOUT if timeout is None else timeout) * self.time_factor
         deadline = Deadline(budget)
         last = "no attempt yet"
         while True:
-            problem = exit_problem(self.container, self.image, self.platform, self.logs())
-            if problem is not None:
-                if isinstance(problem, NotReady):
-                    problem.logs[self.name] = self.logs()
-                raise problem
+            ensure_running(self.container)
             try:
-                self.port = published_port(self.container, "3306/tcp")
+                self.port = self.container.host_port(3306)
                 conn = self.connect(timeout=min(5.0, max(1.0, deadline.remaining)))
                 try:
                     with conn.cursor() as cur:
@@ -177,8 +186,8 @@ class MariaDBServer:
                     conn.close()
                 self.ready_seconds = time.monotonic() - self.started_at
                 return self.ready_seconds
-            except (pymysql.MySQLError, OSError, NotReady) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+            except (pymysql.MySQLError, OSError) as exc:
+                last = _without(f"{type(exc).__name__}: {exc}", self.root_password)
             if deadline.expired:
                 raise NotReady(
                     f"{self.describe()} did not answer SELECT 1 within {deadline.elapsed:.1f}s "
@@ -191,15 +200,11 @@ class MariaDBServer:
 
     def stop(self, kill: bool = False) -> None:
         """Stop the server: SIGTERM with a scaled grace period, or SIGKILL (a crash)."""
-        if kill:
-            self.container.kill()
-            self.container.wait(timeout=int(30 * self.time_factor))
-        else:
-            self.container.stop(timeout=int(30 * self.time_factor))
+        self.container.halt(30 * self.time_factor, kill=kill)
 
     def start(self) -> float:
         """Start a stopped server and wait until it answers; returns the seconds it took."""
-        self.container.start()
+        self.container.resume()
         self.started_at = time.monotonic()
         return self.wait_ready()
 
@@ -208,17 +213,20 @@ class MariaDBServer:
         return self.start()
 
 
+def _without(text: str, secret: str) -> str:
+    """*text* with *secret* masked (a driver may echo what it was given)."""
+    return text.replace(secret, "***") if secret else text
+
+
 def start_mariadb(
-    client: Any,
+    started: Started,
     *,
     image: str,
     platform: Platform,
-    network: Any,
+    network: str,
     alias: str,
     role: str,
-    session_id: str,
     time_factor: float,
-    created: list[Any],
     server_id: int = 1,
     accounts: Sequence[Account] = (),
     databases: Sequence[str] = (),
@@ -227,31 +235,19 @@ def start_mariadb(
     root_password: str | None = None,
     wait: bool = True,
 ) -> MariaDBServer:
-    """Create, configure and start a MariaDB container (``created`` gets it, for clean-up)."""
-    ensure_image(client, image, platform)
-    password = root_password or secrets.token_hex(12)
-    container = client.containers.create(
-        image,
-        entrypoint=["/bin/sh", "-c", _START],
-        platform=str(platform),
-        name=f"pma-{session_id}-{role}-{secrets.token_hex(3)}",
-        labels=labels(session_id, role, platform),
-        mem_limit=mem_limit,
-        memswap_limit=mem_limit,
-        ports={"3306/tcp": ("127.0.0.1", None)},
-        network=network.name,
-        networking_config={network.name: client.api.create_endpoint_config(aliases=[alias])},
-    )
-    created.append(container)
-    put_files(
-        container,
-        {
+    """Configure and start a MariaDB container through *started*'s runner (which tracks it,
+    for logs and clean-up); wait until it answers unless *wait* is false."""
+    password = Password(root_password) if root_password else Password.new()
+    container = started.add(started.runner.start(
+        image, platform, entrypoint=["/bin/sh", "-c", _START],
+        name=started.container_name(role), labels=labels(role, platform), mem_limit=mem_limit,
+        ports=[3306], network=network, network_aliases=[alias],
+        files={
             CNF_PATH: server_cnf(server_id, extra_cnf).encode(),
             INIT_PATH: init_sql(password, accounts, databases).encode(),
         },
-    )
-    container.start()
-    server = MariaDBServer(client, container, image, platform, role, alias, password, time_factor)
+    ))
+    server = MariaDBServer(container, image, platform, role, alias, password, time_factor)
     if wait:
         server.wait_ready()
     return server

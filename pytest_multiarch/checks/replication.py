@@ -15,36 +15,43 @@ No pytest import here.
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pymysql
 import pymysql.cursors
 
 from pytest_multiarch.checks import workload
-from pytest_multiarch.checks._containers import (
-    Deadline,
-    as_platform,
-    labels,
-    logs_of,
-    remove_quietly,
-    time_factor,
-)
+from pytest_multiarch.checks.engine import Engine, Started, as_platform, engine_runner, time_factor
 from pytest_multiarch.checks.errors import (
-    CheckError,
     ReplicationBroken,
     ReplicationLag,
-    ReplicationMismatch,
     ReplicationRefused,
 )
-from pytest_multiarch.checks.mariadb import DEFAULT_MEM_LIMIT, Account, MariaDBServer, start_mariadb
+from pytest_multiarch.checks.mariadb import (
+    DEFAULT_MEM_LIMIT,
+    Account,
+    MariaDBServer,
+    Password,
+    start_mariadb,
+)
+from pytest_multiarch.checks.verdicts import (
+    CatchUp,
+    ReplicationVerdict,
+    RowDifference,
+    TableVerdict,
+    WorkloadResult,
+)
 from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import Deadline
+
+# The verdict types live in .verdicts; importable from here too.
+__all__ = ["CatchUp", "ReplicationPair", "ReplicationVerdict", "RowDifference", "TableVerdict",
+           "WorkloadResult", "replication_pair"]
 
 #: Native seconds (times the replica's emulation factor) for the replica threads to run, and to
 #: reach the primary's GTID position.
@@ -60,112 +67,6 @@ _REFUSALS = {
     1698: "access denied (no such user, or a wrong password)",
 }
 MAX_ROW_DIFFERENCES = 20
-
-
-@dataclass(frozen=True, slots=True)
-class RowDifference:
-    """One primary key whose row differs; ``columns`` maps column -> (primary, replica) value."""
-
-    table: str
-    key: int
-    columns: tuple[tuple[str, Any, Any], ...]
-
-    def describe(self) -> str:
-        if not self.columns:
-            return f"{self.table} id={self.key}"
-        parts = [
-            f"{name}: {_short(p)} on primary, {_short(r)} on replica" for name, p, r in self.columns
-        ]
-        return f"{self.table} id={self.key}: " + "; ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class TableVerdict:
-    table: str
-    primary_checksum: int | None
-    replica_checksum: int | None
-    primary_rows: int
-    replica_rows: int
-    differing_rows: tuple[RowDifference, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.primary_checksum is not None and self.primary_checksum == self.replica_checksum
-
-    def describe(self) -> str:
-        if self.replica_checksum is None:
-            return f"{self.table}: missing on the replica ({self.primary_rows} rows on the primary)"
-        if self.ok:
-            return f"{self.table}: identical ({self.primary_rows} rows)"
-        return (
-            f"{self.table}: checksum {self.primary_checksum} on primary, "
-            f"{self.replica_checksum} on replica; {self.primary_rows} vs {self.replica_rows} rows"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicationVerdict:
-    """What the comparison found, naming both platforms and every table."""
-
-    primary: Platform
-    replica: Platform
-    gtid_position: str
-    tables: tuple[TableVerdict, ...]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.tables) and all(t.ok for t in self.tables)
-
-    @property
-    def mismatched_tables(self) -> tuple[str, ...]:
-        return tuple(t.table for t in self.tables if not t.ok)
-
-    @property
-    def message(self) -> str:
-        head = (
-            f"replication {self.primary} (primary) -> {self.replica} (replica) "
-            f"at GTID {self.gtid_position or '-'}"
-        )
-        if not self.tables:
-            return f"{head}: no tables to compare (run a workload first)"
-        if self.ok:
-            return f"{head}: {len(self.tables)} tables identical: " + ", ".join(
-                f"{t.table} ({t.primary_rows} rows)" for t in self.tables
-            )
-        lines = [
-            f"{head}: {len(self.mismatched_tables)} of {len(self.tables)} tables differ: "
-            f"{', '.join(self.mismatched_tables)}"
-        ]
-        for t in self.tables:
-            lines.append(f"  {t.describe()}")
-            lines += [f"    {d.describe()}" for d in t.differing_rows]
-        return "\n".join(lines)
-
-    def raise_for_mismatch(self) -> None:
-        if not self.ok:
-            raise ReplicationMismatch(self.message)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadResult:
-    rows: int
-    first_id: int
-    last_id: int
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class CatchUp:
-    position: str
-    seconds: float
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class ReplicationPair:
@@ -385,28 +286,35 @@ class ReplicationPair:
         return [str(r[0]) for r in rows]
 
     def compare_tables(self, tables: Sequence[str] | None = None) -> ReplicationVerdict:
-        """CHECKSUM TABLE on both sides; for a mismatch, the differing rows by primary key."""
+        """CHECKSUM TABLE and row counts on both sides; for a mismatch, the differing rows by
+        primary key.  Without *tables*: every table of either side (so extra ones are named)."""
         position = str(self.primary.query("SELECT @@GLOBAL.gtid_binlog_pos")[0][0] or "")
-        verdicts = []
         replica_tables = set(self._replica_tables())
-        for table in tables if tables is not None else self.tables():
-            qualified = f"`{workload.DATABASE}`.`{table}`"
-            p_sum = self.primary.query(f"CHECKSUM TABLE {qualified} EXTENDED")[0][1]
-            p_rows = int(self.primary.query(f"SELECT COUNT(*) FROM {qualified}")[0][0])
-            if table not in replica_tables:
-                verdicts.append(TableVerdict(table, p_sum, None, p_rows, 0))
-                continue
-            r_sum = self.replica.query(f"CHECKSUM TABLE {qualified} EXTENDED")[0][1]
-            r_rows = int(self.replica.query(f"SELECT COUNT(*) FROM {qualified}")[0][0])
-            diffs: tuple[RowDifference, ...] = ()
-            if p_sum != r_sum:
-                diffs = self._row_differences(table)
-            verdicts.append(TableVerdict(table, p_sum, r_sum, p_rows, r_rows, diffs))
+        primary_tables = set(self.tables())
+        wanted = list(tables) if tables is not None else sorted(primary_tables | replica_tables)
+        verdicts = [self._table_verdict(t, t in primary_tables, t in replica_tables)
+                    for t in wanted]
         return ReplicationVerdict(
             self.primary.platform, self.replica.platform, position, tuple(verdicts)
         )
 
     compare = compare_tables
+
+    def _table_verdict(self, table: str, on_primary: bool, on_replica: bool) -> TableVerdict:
+        qualified = f"`{workload.DATABASE}`.`{table}`"
+
+        def facts(server: MariaDBServer, present: bool) -> tuple[int | None, int]:
+            if not present:
+                return None, 0
+            checksum = server.query(f"CHECKSUM TABLE {qualified} EXTENDED")[0][1]
+            return checksum, int(server.query(f"SELECT COUNT(*) FROM {qualified}")[0][0])
+
+        p_sum, p_rows = facts(self.primary, on_primary)
+        r_sum, r_rows = facts(self.replica, on_replica)
+        diffs: tuple[RowDifference, ...] = ()
+        if on_primary and on_replica and (p_sum != r_sum or p_rows != r_rows):
+            diffs = self._row_differences(table)
+        return TableVerdict(table, p_sum, r_sum, p_rows, r_rows, diffs)
 
     def _replica_tables(self) -> list[str]:
         rows = self.replica.query(
@@ -486,13 +394,13 @@ def _normal(value: Any) -> Any:
 
 @contextmanager
 def replication_pair(
-    client: Any,
+    engine: Engine,
     *,
     primary_platform: Platform | str,
     replica_platform: Platform | str,
     primary_image: str,
     replica_image: str,
-    session_id: str,
+    session_id: str | None = None,
     emulation_factor: float | None = None,
     refuse_replication_user: bool = False,
     mem_limit: str = DEFAULT_MEM_LIMIT,
@@ -501,74 +409,41 @@ def replication_pair(
     """Start a primary (``primary_image`` on ``primary_platform``) and a replica, configure GTID
     replication and wait until it runs; yield a :class:`ReplicationPair`.
 
-    Images are pinned refs of the right variant.  With ``refuse_replication_user`` the primary has
-    no replication user, which must give :class:`ReplicationRefused`.  Both containers (memory
-    limited) and the network carry the session labels and are removed on exit, interrupts included.
+    *engine* is an :class:`~pytest_multiarch.runners.docker.engine.EngineRunner` (or a Docker SDK
+    client, wrapped in one for *session_id*).  Images are pinned refs of the right variant.  With
+    ``refuse_replication_user`` the primary has no replication user, which must give
+    :class:`ReplicationRefused`.  Both containers (memory limited) and the network carry the
+    session labels and are removed on exit, interrupts included.
     """
     p_plat, r_plat = as_platform(primary_platform), as_platform(replica_platform)
-    created: list[Any] = []
-    networks: list[Any] = []
-    repl_password = secrets.token_hex(12)
-    pair: ReplicationPair | None = None
-    try:
-        network = client.networks.create(
-            f"pma-{session_id}-repl-{secrets.token_hex(3)}",
-            driver="bridge",
-            labels=labels(session_id, "network", p_plat),
-        )
-        networks.append(network)
-        repl = (
-            []
-            if refuse_replication_user
-            else [
+    repl_password = Password.new()
+    with engine_runner(engine, session_id) as runner, Started(runner) as started:
+        pair: ReplicationPair | None = None
+        try:
+            network = started.network("repl", p_plat)
+            repl = [] if refuse_replication_user else [
                 Account(REPL_USER, repl_password, ("REPLICATION SLAVE, REPLICATION CLIENT ON *.*",))
             ]
-        )
-        # Both start at once and are then probed: two emulated start-ups overlap.
-        primary = start_mariadb(
-            client,
-            image=primary_image,
-            platform=p_plat,
-            network=network,
-            alias=PRIMARY_ALIAS,
-            role="primary",
-            session_id=session_id,
-            created=created,
-            mem_limit=mem_limit,
-            time_factor=time_factor(client, p_plat, emulation_factor),
-            server_id=1,
-            accounts=repl,
-            wait=False,
-        )
-        replica = start_mariadb(
-            client,
-            image=replica_image,
-            platform=r_plat,
-            network=network,
-            alias="replica",
-            role="replica",
-            session_id=session_id,
-            created=created,
-            mem_limit=mem_limit,
-            time_factor=time_factor(client, r_plat, emulation_factor),
-            server_id=2,
-            wait=False,
-        )
-        primary.wait_ready()
-        replica.wait_ready()
-        pair = ReplicationPair(primary, replica, repl_password, seed)
-        pair.start_replication()
-        yield pair
-    except MultiarchError as exc:
-        logs = {c.name: logs_of(c, tail=40) for c in created}
-        if isinstance(exc, CheckError):
-            for name, text in logs.items():
-                exc.logs.setdefault(name, text)
-        for name, text in logs.items():
-            exc.add_note(f"--- last log lines of {name} ---\n{text.rstrip()}")
-        raise
-    finally:
-        if pair is not None:
-            pair.collected_logs.update({c.name: logs_of(c) for c in created})
-        remove_quietly(reversed(created))
-        remove_quietly(networks)
+            # Both start at once and are then probed: two emulated start-ups overlap.
+            servers = [
+                start_mariadb(
+                    started, image=image, platform=plat, network=network, alias=alias, role=alias,
+                    mem_limit=mem_limit, time_factor=time_factor(runner, plat, emulation_factor),
+                    server_id=server_id, accounts=accounts, wait=False,
+                )
+                for image, plat, alias, server_id, accounts in (
+                    (primary_image, p_plat, PRIMARY_ALIAS, 1, repl),
+                    (replica_image, r_plat, "replica", 2, []),
+                )
+            ]
+            for server in servers:
+                server.wait_ready()
+            pair = ReplicationPair(servers[0], servers[1], repl_password, seed)
+            pair.start_replication()
+            yield pair
+        except MultiarchError as exc:
+            started.attach_logs(exc)
+            raise
+        finally:
+            if pair is not None:
+                pair.collected_logs.update(started.logs())

@@ -14,26 +14,14 @@ not platform, and would run another arch's cached image for a tag.  No pytest im
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
-from pytest_multiarch.checks._containers import (
-    Deadline,
-    as_platform,
-    ensure_image,
-    exit_problem,
-    labels,
-    logs_of,
-    published_port,
-    remove_quietly,
-    time_factor,
-)
 from pytest_multiarch.checks.answers import (
     Answer,
     Comparison,
@@ -41,14 +29,31 @@ from pytest_multiarch.checks.answers import (
     compare_answers,
     compare_responses,
 )
+from pytest_multiarch.checks.engine import (
+    Engine,
+    Started,
+    as_platform,
+    engine_runner,
+    ensure_running,
+    labels,
+    time_factor,
+)
 from pytest_multiarch.checks.errors import CheckError, NotReady, ServiceUnavailable
-from pytest_multiarch.checks.mariadb import DEFAULT_MEM_LIMIT, Account, MariaDBServer, start_mariadb
+from pytest_multiarch.checks.mariadb import (
+    DEFAULT_MEM_LIMIT,
+    Account,
+    MariaDBServer,
+    Password,
+    start_mariadb,
+)
 from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import Deadline
+from pytest_multiarch.runners.docker.container import EngineContainer
 
 # Re-exported: the comparison moved to checks.answers; callers import it from here as before.
-__all__ = ["Answer", "Comparison", "Difference", "RestFleet", "RestService", "compare_answers",
-           "compare_responses", "rest_service"]
+__all__ = ["Answer", "BaseUrlSession", "Comparison", "Difference", "RestFleet", "RestService",
+           "compare_answers", "compare_responses", "rest_service"]
 
 #: Native seconds for the service to answer its health probe with 200 (times the emulation factor).
 READY_TIMEOUT = 20.0
@@ -81,7 +86,7 @@ class RestService:
 
     platform: Platform
     image: str
-    container: Any
+    container: EngineContainer
     base_url: str
     session: BaseUrlSession
     database: MariaDBServer | None
@@ -115,7 +120,7 @@ class RestService:
 
     def logs(self) -> dict[str, str]:
         """Current logs of the service and its database (name -> text)."""
-        found = {self.container.name: logs_of(self.container)}
+        found = {self.container.name: self.container.logs()}
         if self.database is not None:
             found[self.database.name] = self.database.logs()
         return found
@@ -157,14 +162,34 @@ def _error_text(resp: requests.Response) -> str:
     return json.dumps(body)[:300]
 
 
+@dataclass(frozen=True, slots=True)
+class _ServiceSpec:
+    """How the service is started: its image, port, environment and limits."""
+
+    image: str
+    port: int
+    health_path: str
+    env_prefix: str
+    extra_env: Mapping[str, str]
+    mem_limit: str
+
+    def env(self, password: str) -> dict[str, str]:
+        p = self.env_prefix
+        return {
+            f"{p}DB_HOST": DB_ALIAS, f"{p}DB_PORT": "3306", f"{p}DB_USER": "service",
+            f"{p}DB_PASSWORD": password, f"{p}DB_NAME": DB_NAME,
+            f"{p}LISTEN_PORT": str(self.port), **self.extra_env,
+        }
+
+
 @contextmanager
 def rest_service(
-    client: Any,
+    engine: Engine,
     *,
     platform: Platform | str,
     service_image: str,
     db_image: str,
-    session_id: str,
+    session_id: str | None = None,
     db_platform: Platform | str | None = None,
     emulation_factor: float | None = None,
     with_database: bool = True,
@@ -181,98 +206,58 @@ def rest_service(
     a private labelled network, wait until ``GET health_path`` answers 200, yield the
     :class:`RestService`.
 
-    The service learns its database from ``{env_prefix}DB_HOST``/``DB_PORT``/``DB_USER``/
-    ``DB_PASSWORD``/``DB_NAME`` and its port from ``{env_prefix}LISTEN_PORT``.  With
-    ``with_database=False`` no database runs (the DB host does not resolve); with
-    ``require_healthy=False`` any HTTP answer counts as ready.  Timeouts are native seconds times
-    the emulation factor (measured by the caller; a default when ``None``).  Containers and the
-    network carry the session labels and are removed on exit, KeyboardInterrupt included.
+    *engine* is the platform's :class:`~pytest_multiarch.runners.docker.engine.EngineRunner` (or
+    a Docker SDK client, wrapped in one for *session_id*).  The service learns its database from
+    ``{env_prefix}DB_HOST``/``DB_PORT``/``DB_USER``/``DB_PASSWORD``/``DB_NAME`` and its port from
+    ``{env_prefix}LISTEN_PORT``.  With ``with_database=False`` no database runs (the DB host does
+    not resolve); with ``require_healthy=False`` any HTTP answer counts as ready.  Timeouts are
+    native seconds times the emulation factor (measured by the caller; the runners' default when
+    ``None``).  Containers and the network carry the session labels and are removed on exit,
+    KeyboardInterrupt included.
     """
     plat = as_platform(platform)
     db_plat = as_platform(db_platform) if db_platform is not None else plat
-    factor = time_factor(client, plat, emulation_factor)
-    created: list[Any] = []
-    networks: list[Any] = []
-    service: RestService | None = None
-    try:
-        network = client.networks.create(
-            f"pma-{session_id}-rest-{secrets.token_hex(3)}",
-            driver="bridge",
-            labels=labels(session_id, "network", plat),
-        )
-        networks.append(network)
-        password = secrets.token_hex(12)
-        database = None
-        if with_database:
-            database = start_mariadb(
-                client,
-                image=db_image,
-                platform=db_plat,
-                network=network,
-                alias=DB_ALIAS,
-                role="db",
-                session_id=session_id,
-                time_factor=time_factor(client, db_plat, emulation_factor),
-                created=created,
-                accounts=[Account("service", password, (f"ALL ON `{DB_NAME}`.*",))],
-                databases=[DB_NAME],
-                mem_limit=db_mem_limit,
-            )
-        ensure_image(client, service_image, plat)
-        env = {
-            f"{env_prefix}DB_HOST": DB_ALIAS,
-            f"{env_prefix}DB_PORT": "3306",
-            f"{env_prefix}DB_USER": "service",
-            f"{env_prefix}DB_PASSWORD": password,
-            f"{env_prefix}DB_NAME": DB_NAME,
-            f"{env_prefix}LISTEN_PORT": str(service_port),
-            **(extra_env or {}),
-        }
-        container = client.containers.create(
-            service_image,
-            platform=str(plat),
-            name=f"pma-{session_id}-service-{secrets.token_hex(3)}",
-            labels=labels(session_id, "service", plat),
-            environment=env,
-            mem_limit=mem_limit,
-            memswap_limit=mem_limit,
-            ports={f"{service_port}/tcp": ("127.0.0.1", None)},
-            network=network.name,
-        )
-        created.append(container)
-        container.start()
-        base_url = f"http://127.0.0.1:{published_port(container, f'{service_port}/tcp')}"
-        service = RestService(
-            plat,
-            service_image,
-            container,
-            base_url,
-            BaseUrlSession(base_url, REQUEST_TIMEOUT * factor),
-            database,
-            factor,
-            health_path,
-        )
-        service.ready_seconds = _wait_http(service, ready_timeout, require_healthy)
-        yield service
-    except MultiarchError as exc:
-        _attach_logs(exc, created)
-        raise
-    finally:
-        collected = {c.name: logs_of(c) for c in created}
-        if service is not None:
-            service.collected_logs.update(collected)
-            service.session.close()
-        remove_quietly(reversed(created))
-        remove_quietly(networks)
+    spec = _ServiceSpec(service_image, service_port, health_path, env_prefix,
+                        dict(extra_env or {}), mem_limit)
+    with engine_runner(engine, session_id) as runner, Started(runner) as started:
+        service: RestService | None = None
+        try:
+            network = started.network("rest", plat)
+            password = Password.new()
+            database = None
+            if with_database:
+                database = start_mariadb(
+                    started, image=db_image, platform=db_plat, network=network, alias=DB_ALIAS,
+                    role="db", time_factor=time_factor(runner, db_plat, emulation_factor),
+                    accounts=[Account("service", password, (f"ALL ON `{DB_NAME}`.*",))],
+                    databases=[DB_NAME], mem_limit=db_mem_limit,
+                )
+            service = _start_service(started, spec, plat, network, password, database,
+                                     time_factor(runner, plat, emulation_factor))
+            service.ready_seconds = _wait_http(service, ready_timeout, require_healthy)
+            yield service
+        except MultiarchError as exc:
+            started.attach_logs(exc)
+            raise
+        finally:
+            if service is not None:
+                service.collected_logs.update(started.logs())
+                service.session.close()
 
 
-def _attach_logs(exc: MultiarchError, containers: Sequence[Any]) -> None:
-    logs = {c.name: logs_of(c, tail=40) for c in containers}
-    if isinstance(exc, CheckError):
-        for name, text in logs.items():
-            exc.logs.setdefault(name, text)
-    for name, text in logs.items():
-        exc.add_note(f"--- last log lines of {name} ---\n{text.rstrip()}")
+def _start_service(
+    started: Started, spec: _ServiceSpec, plat: Platform, network: str, password: str,
+    database: MariaDBServer | None, factor: float,
+) -> RestService:
+    """The service container, started on *network* and tracked by *started*."""
+    container = started.add(started.runner.start(
+        spec.image, plat, env=spec.env(password), ports=[spec.port], mem_limit=spec.mem_limit,
+        name=started.container_name("service"), labels=labels("service", plat), network=network,
+    ))
+    base_url = f"http://{container.host}:{container.host_port(spec.port)}"
+    return RestService(plat, spec.image, container, base_url,
+                       BaseUrlSession(base_url, REQUEST_TIMEOUT * factor), database, factor,
+                       spec.health_path)
 
 
 def _wait_http(service: RestService, timeout: float, require_healthy: bool) -> float:
@@ -281,11 +266,7 @@ def _wait_http(service: RestService, timeout: float, require_healthy: bool) -> f
     status: int | None = None
     last = "no answer yet"
     while True:
-        problem = exit_problem(
-            service.container, service.image, service.platform, logs_of(service.container)
-        )
-        if problem is not None:
-            raise problem
+        ensure_running(service.container)
         try:
             resp = requests.get(
                 service.base_url + service.health_path,
@@ -297,23 +278,28 @@ def _wait_http(service: RestService, timeout: float, require_healthy: bool) -> f
         except requests.RequestException as exc:
             last = f"{type(exc).__name__}: {exc}"
         if deadline.expired:
-            where = (
-                f"{service.describe()}: GET {service.health_path} did not answer 200 within "
-                f"{deadline.elapsed:.1f}s (timeout {budget:.0f}s = {timeout:.0f}s x emulation "
-                f"factor {service.time_factor:g}); last answer: {last}"
-            )
-            if status == 503:
-                raise ServiceUnavailable(
-                    f"{where}. Hint: the service runs but cannot reach its database "
-                    f"({service.database.describe() if service.database else 'none started'})",
-                    service.logs(),
-                )
-            raise NotReady(
-                f"{where}. Hint: read the service log; under qemu-user a slow start may need a "
-                "larger emulation factor",
-                service.logs(),
-            )
+            _raise_not_ready(service, deadline, budget, timeout, status, last)
         time.sleep(0.3)
+
+
+def _raise_not_ready(service: RestService, deadline: Deadline, budget: float, timeout: float,
+                     status: int | None, last: str) -> None:
+    where = (
+        f"{service.describe()}: GET {service.health_path} did not answer 200 within "
+        f"{deadline.elapsed:.1f}s (timeout {budget:.0f}s = {timeout:.0f}s x emulation "
+        f"factor {service.time_factor:g}); last answer: {last}"
+    )
+    if status == 503:
+        raise ServiceUnavailable(
+            f"{where}. Hint: the service runs but cannot reach its database "
+            f"({service.database.describe() if service.database else 'none started'})",
+            service.logs(),
+        )
+    raise NotReady(
+        f"{where}. Hint: read the service log; under qemu-user a slow start may need a "
+        "larger emulation factor",
+        service.logs(),
+    )
 
 
 @dataclass(slots=True)

@@ -62,6 +62,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "multiarch_allow_packages(*globs): package names whose version may differ across archs "
         "for multiarch_variants, e.g. @pytest.mark.multiarch_allow_packages('tzdata')",
     )
+    from pytest_multiarch.plugin import signals
+
+    signals.install()  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C
     cfg = _config.load(config)
     archs = config.hook.pytest_multiarch_select_archs(config=config, archs=cfg.archs.value)
 
@@ -87,6 +90,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_multiarch.plugin.html import HtmlColumns
 
         config.pluginmanager.register(HtmlColumns(state), "multiarch-html")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from pytest_multiarch.plugin import signals
+
+    signals.uninstall()  # after the session's own unconfigure has cleaned up
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -17,6 +17,7 @@ from pytest_multiarch.oci.attestations import KINDS as ATTESTATION_KINDS
 from pytest_multiarch.platforms import Platform, parse_arch_list, valid_names
 from pytest_multiarch.session.settings import (
     DEFAULT_MEM_LIMIT,
+    DEFAULT_RUN_TIMEOUT,
     DEFAULT_SMOKE_TIMEOUT,
     ENGINES,
     MultiarchConfig,
@@ -88,6 +89,12 @@ def addoption(parser: pytest.Parser) -> None:
              f"{DEFAULT_SMOKE_TIMEOUT:g})",
     )
     group.addoption(
+        "--multiarch-run-timeout", dest="multiarch_run_timeout", metavar="SECONDS",
+        default=None,
+        help=f"Native seconds a command may run before it fails as RunTimeout, scaled by the "
+             f"arch's emulation factor (default {DEFAULT_RUN_TIMEOUT:g})",
+    )
+    group.addoption(
         "--multiarch-report", dest="multiarch_report", metavar="PATH", default=None,
         help="Write the arch matrix as JSON to PATH",
     )
@@ -139,6 +146,8 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("multiarch_engine", "Container engine: auto, docker, podman, rootfs",
                   default="")
     parser.addini("multiarch_mem_limit", "Memory limit of every container", default="")
+    parser.addini("multiarch_run_timeout", "Native seconds a command may run (scaled)",
+                  default="")
     parser.addini("multiarch_allow_foreign", "Foreign ELF path patterns the audit accepts",
                   type="linelist", default=[])
     parser.addini("multiarch_insecure_registries", "Plain-HTTP registry hosts",
@@ -301,6 +310,8 @@ def load(config: pytest.Config) -> MultiarchConfig:
                 "multiarch_mem_limit")
     mem_limit = mem.value.strip() if mem else DEFAULT_MEM_LIMIT
     _validate_size(mem_limit)
+    run_timeout = _run_timeout(_pick(config, "multiarch_run_timeout",
+                                     "PYTEST_MULTIARCH_RUN_TIMEOUT", "multiarch_run_timeout"))
     images = tuple(config.getoption("multiarch_images") or config.getini("multiarch_images"))
     for image in images:
         _validate_image(image)
@@ -330,6 +341,7 @@ def load(config: pytest.Config) -> MultiarchConfig:
         arch_hosts=_parse_hosts(list(host_entries)),
         engine=engine,
         mem_limit=mem_limit,
+        run_timeout=run_timeout,
         allow_foreign=tuple(config.getoption("multiarch_allow")
                             or config.getini("multiarch_allow_foreign")),
         smoke_cmd=tuple(_split_cmd(smoke)) if smoke else None,
@@ -413,6 +425,19 @@ def _validate_image(text: str) -> None:
             Reference.parse(text)
     except MultiarchError as exc:
         raise _fail(f"--multiarch-image={text!r}: {exc}") from None
+
+
+def _run_timeout(raw: Sourced[str] | None) -> Sourced[float]:
+    if raw is None:
+        return Sourced(DEFAULT_RUN_TIMEOUT, "default")
+    try:
+        value = float(raw.value)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise _fail(f"--multiarch-run-timeout={raw.value!r} ({raw.source}): expected a number "
+                    "of seconds above 0, e.g. 300")
+    return Sourced(value, raw.source)
 
 
 def _smoke_timeout(text: str | None) -> float:

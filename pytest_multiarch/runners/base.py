@@ -45,6 +45,8 @@ LABEL_HOST = "io.pytest-multiarch.host"
 LABEL_CREATED = "io.pytest-multiarch.created"
 
 DEFAULT_MEM_LIMIT = "512m"
+#: Native seconds a run may take by default; runners scale it by the emulation factor.
+DEFAULT_RUN_TIMEOUT = 300.0
 
 Command = str | Sequence[str]
 
@@ -338,5 +340,25 @@ def check_runs(result: RunResult, *, ok_codes: Sequence[int] = (0,), hint: str =
     raise error
 
 
-#: The same as :func:`check_runs`, named for use in tests: ``assert_runs(runner.run(...))``.
-assert_runs = check_runs
+
+@dataclass(slots=True)
+class Deadline:
+    """A time budget: ``remaining`` seconds, ``elapsed`` since the start."""
+
+    seconds: float
+    start: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return time.monotonic() - self.start
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left (negative once expired)."""
+        return self.seconds - self.elapsed
+
+    @property
+    def expired(self) -> bool:
+        """Whether the budget is used up."""
+        return self.remaining <= 0

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pytest_multiarch._fs import cache_root, write_atomic
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import MultiarchError, UsageError
 from pytest_multiarch.host import binfmt
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Runner
@@ -52,6 +52,17 @@ class EmulationFactor:
 def scale_timeout(base: float, factor: float) -> float:
     """A timeout of *base* seconds natively, for a platform *factor* times slower."""
     return base * max(1.0, factor)
+
+
+def run_deadline(timeout: float | None, base: float, factor: float) -> float:
+    """A run's deadline: *timeout* as given, else *base* native seconds scaled by *factor*.
+
+    Every run gets one (a hung emulated process must not hold a CI job until its own timeout).
+    """
+    chosen = scale_timeout(base, factor) if timeout is None else timeout
+    if not isinstance(chosen, int | float) or not chosen > 0 or chosen != chosen:
+        raise UsageError(f"invalid run timeout {timeout!r}; use a number of seconds above 0")
+    return float(chosen)
 
 
 def default_cache_dir() -> Path:

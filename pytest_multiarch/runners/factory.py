@@ -64,6 +64,11 @@ class _EngineSetting(Protocol):
     def source(self) -> str: ...
 
 
+class _SecondsSetting(Protocol):
+    @property
+    def value(self) -> float: ...
+
+
 class _LimitSetting(Protocol):
     @property
     def value(self) -> int: ...
@@ -86,6 +91,10 @@ class RunnerSettings(Protocol):
 
     @property
     def mem_limit(self) -> str: ...
+
+    @property
+    def run_timeout(self) -> _SecondsSetting:
+        """Native seconds a run may take (scaled by the emulation factor)."""
 
     @property
     def cache_dir(self) -> Path | None: ...
@@ -132,7 +141,8 @@ def make_default_runner(state: RunnerContext, platform: Platform) -> Runner:
     if url is not None:
         from pytest_multiarch.runners.docker.engine import EngineRunner, reap_stale
 
-        runner = EngineRunner(url, named_arch=platform, session=session, mem_limit=cfg.mem_limit)
+        runner = EngineRunner(url, named_arch=platform, session=session, mem_limit=cfg.mem_limit,
+                              run_timeout=cfg.run_timeout.value)
         reap_stale(runner)  # leftovers of a crashed earlier session on that engine
         return runner
     engine = str(cfg.engine.value)
@@ -164,7 +174,8 @@ def rootfs_runner(
     )
     return RootfsRunner(registry=state.registry(), cache_dir=cache, platform=platform,
                         session=session or Session.new(state.session_id),
-                        mem_limit=cfg.mem_limit, unpack_limits=limits)
+                        mem_limit=cfg.mem_limit, run_timeout=cfg.run_timeout.value,
+                        unpack_limits=limits)
 
 
 def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platform, session: Session,
@@ -178,7 +189,8 @@ def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platfor
         url = service.acquire()
     try:
         runner = EngineRunner(url, platform=platform, session=session,
-                              mem_limit=state.cfg.mem_limit, connect_timeout=connect_timeout)
+                              mem_limit=state.cfg.mem_limit, connect_timeout=connect_timeout,
+                              run_timeout=state.cfg.run_timeout.value)
     except BaseException:
         if service is not None:
             service.release()

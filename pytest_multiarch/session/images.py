@@ -238,19 +238,23 @@ def emulation_factor(state: State, text: str, plat: Platform) -> float:
 
             state.emulation[plat] = 1.0 if plat == host else DEFAULT_FACTOR
         state.set_emulation_factor(plat, state.emulation[plat])
+        setter = getattr(runner_for(state, text, plat), "set_emulation_factor", None)
+        if setter is not None:  # default run deadlines scale by the measured factor
+            setter(plat, state.emulation[plat])
     return state.emulation[plat]
 
 
 def engine_client(state: State, plat: Platform, what: str) -> Any:
-    """The Docker API client of *plat*'s runner; services with ports need an engine."""
-    client = getattr(state.runner(plat), "client", None)
-    if client is None:
+    """*plat*'s engine runner, through which checks start their containers (same labels,
+    platform check, classification and clean-up); services with ports need an engine."""
+    runner = state.runner(plat)
+    if getattr(runner, "client", None) is None:
         raise MultiarchError(
             f"{what} needs a container engine for {plat}, but the runner is "
             f"{state.runner(plat).describe(plat)} without one (engine-less rootfs runner). "
             "Start dockerd or podman, or use --engine=docker"
         )
-    return client
+    return runner
 
 
 def rest_service_for(

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import DEFAULT_RUN_TIMEOUT
 
 T = TypeVar("T")
 
 ENGINES = ("auto", "docker", "podman", "rootfs")
 DEFAULT_MEM_LIMIT = "512m"
+__all__ = ["DEFAULT_MEM_LIMIT", "DEFAULT_RUN_TIMEOUT", "DEFAULT_SMOKE_TIMEOUT", "ENGINES",
+           "MultiarchConfig", "Sourced"]
 #: Native seconds the gate's smoke command runs before it counts as a service that stays up.
 DEFAULT_SMOKE_TIMEOUT = 10.0
 
@@ -37,6 +40,9 @@ class MultiarchConfig:
     arch_hosts: dict[Platform, str] = field(default_factory=dict)
     engine: Sourced[str] = field(default_factory=lambda: Sourced("auto", "default"))
     mem_limit: str = DEFAULT_MEM_LIMIT
+    #: Native seconds a run may take, scaled by the emulation factor (--multiarch-run-timeout).
+    run_timeout: Sourced[float] = field(
+        default_factory=lambda: Sourced(DEFAULT_RUN_TIMEOUT, "default"))
     allow_foreign: tuple[str, ...] = ()
     smoke_cmd: tuple[str, ...] | None = None
     report_path: Path | None = None

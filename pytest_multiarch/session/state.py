@@ -138,6 +138,9 @@ class State:
             f"{engine_header(self)}; "
             f"mem_limit={self.cfg.mem_limit}; required={'yes' if self.cfg.arch_required else 'no'}"
         ]
+        timeout = self.cfg.run_timeout
+        if timeout.source != "default":  # the default stays out of the (well-known) header
+            lines[0] += f"; run_timeout={timeout.value:g}s (from {timeout.source})"
         for name, limit in (("unpack_max_bytes", self.cfg.unpack_max_bytes),
                             ("unpack_max_files", self.cfg.unpack_max_files)):
             if limit is not None:  # only when set: the defaults live in rootfs/unpack.py

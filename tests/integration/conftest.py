@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_multiarch.checks._containers import remove_session
+from pytest_multiarch.runners.docker.cleanup import remove_session
 
 SESSION_LABEL = "io.pytest-multiarch.session"
 
@@ -32,6 +32,7 @@ def session_id(request: pytest.FixtureRequest, engine: Any) -> Iterator[str]:
     """A fresh session id for a check; asserts nothing labelled with it is left afterwards."""
     sid = f"itest-{request.node.name[:20]}-{uuid.uuid4().hex[:8]}"
     yield sid
-    left = engine.containers.list(all=True, filters={"label": [f"{SESSION_LABEL}={sid}"]})
+    left = engine.containers.list(all=True, filters={"label": [f"{SESSION_LABEL}={sid}"]},
+                                  ignore_removed=True)
     remove_session(engine, sid)
     assert not left, f"containers left behind: {[c.name for c in left]}"

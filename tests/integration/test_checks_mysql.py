@@ -7,6 +7,8 @@ purpose, a refused replication user).  Needs scripts/provision-host; fails witho
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from pytest_multiarch.checks.errors import ReplicationMismatch, ReplicationRefus
 from pytest_multiarch.checks.replication import ReplicationPair, replication_pair
 from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +62,7 @@ def _pair(
 
 
 def _uname(server: Any) -> str:
-    return str(server.container.exec_run(["uname", "-m"]).output.decode().strip())
+    return server.container.exec(["uname", "-m"]).stdout.strip()
 
 
 @pytest.mark.parametrize(
@@ -167,3 +170,38 @@ def test_refused_replication_user_is_a_clear_verdict(
     assert "access denied" in message
     assert "GRANT REPLICATION SLAVE" in message
     assert len(excinfo.value.logs) == 2
+
+
+def test_compare_is_honest_about_empty_and_extra_tables(
+    engine: Any, db_images: dict[str, str], session_id: str
+) -> None:
+    with _pair(engine, db_images, "amd64", "amd64", session_id) as pair:
+        # The servers are the runners' containers: owner pid and host labels, so the next
+        # session's reaper removes them if this process is killed.
+        for server in (pair.primary, pair.replica):
+            labels = server.container.raw.attrs["Config"]["Labels"]
+            assert labels[LABEL_PID] == str(os.getpid())
+            assert labels[LABEL_HOST] == socket.gethostname()
+            assert labels[LABEL_SESSION] == session_id
+            assert server.root_password not in repr(server)
+        assert not pair.compare().ok, "no tables at all"
+        pair.run_workload(0)  # the schema, replicated, but not one row
+        pair.wait_caught_up(timeout=CATCH_UP)
+        nothing = pair.compare()
+        assert not nothing.ok, "a compare with no rows written must not pass"
+        assert "wrote no rows" in nothing.message
+        pair.run_workload(300)
+        pair.wait_caught_up(timeout=CATCH_UP)
+        conn = pair.replica.connect(workload.DATABASE)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin = 0")
+                cur.execute("CREATE TABLE mx_stray (id INT PRIMARY KEY)")
+                cur.execute("INSERT INTO mx_stray VALUES (1)")
+        finally:
+            conn.close()
+        verdict = pair.compare()
+    assert not verdict.ok
+    assert verdict.extra_tables == ("mx_stray",)
+    assert "only on the replica: mx_stray" in verdict.message
+    assert [t.table for t in verdict.tables if t.ok] == sorted(workload.TABLES)

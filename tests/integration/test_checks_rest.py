@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from pytest_multiarch.checks._containers import SESSION_LABEL
 from pytest_multiarch.checks.errors import ResponsesDiffer, ServiceUnavailable
 from pytest_multiarch.checks.rest import RestService, compare_responses, rest_service
 from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
+from pytest_multiarch.runners.base import LABEL_SESSION as SESSION_LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +88,7 @@ def test_service_answers_on_its_arch(
 ) -> None:
     with _start(engine, pinned, cpu, session_id) as svc:
         assert svc.platform == Platform.parse(cpu)
-        uname = svc.container.exec_run(["uname", "-m"]).output.decode().strip()
+        uname = svc.container.exec(["uname", "-m"]).stdout.strip()
         assert uname == UNAME[cpu], "the service container runs another cpu than asked for"
 
         created = svc.post("/offerings", json={"name": "Tea 🍵", "price": "12.5"})
@@ -143,8 +143,7 @@ def test_database_unreachable_gives_503_verdict(
         answer = svc.get("/offerings")
         assert answer.status_code == 503
         assert answer.json()["error"] == "database unreachable"
-        svc.container.reload()
-        assert svc.container.status == "running"
+        assert svc.container.running()
 
 
 def test_service_without_database_is_a_startup_verdict(
@@ -164,5 +163,5 @@ def test_interrupt_removes_containers(engine: Any, pinned: Pinned, session_id: s
     with pytest.raises(KeyboardInterrupt), _start(engine, pinned, "amd64", session_id):
         raise KeyboardInterrupt
     flt = {"label": [f"{SESSION_LABEL}={session_id}"]}
-    assert engine.containers.list(all=True, filters=flt) == []
+    assert engine.containers.list(all=True, filters=flt, ignore_removed=True) == []
     assert engine.networks.list(filters=flt) == []

@@ -275,7 +275,7 @@ def test_reap_stale_by_label(testbed: Testbed, runner: EngineRunner) -> None:
         assert len(leftovers(runner.url, alive.id)) == 1
     finally:
         for owner in (ghost, alive):
-            for c in client.containers.list(all=True,
+            for c in client.containers.list(all=True, ignore_removed=True,
                                             filters={"label": f"{LABEL_SESSION}={owner.id}"}):
                 c.remove(force=True)
 
@@ -448,7 +448,9 @@ class FakeState:
     def __init__(self, engine: str) -> None:
         self.cfg = SimpleNamespace(arch_hosts={}, engine=SimpleNamespace(value=engine,
                                                                           source="option"),
-                                   mem_limit="256m", cache_dir=None)
+                                   mem_limit="256m", cache_dir=None,
+                                   run_timeout=SimpleNamespace(value=300.0, source="default"),
+                                   unpack_max_bytes=None, unpack_max_files=None)
         self.session_id = f"default-{engine}-{os.getpid()}"
         from pytest_multiarch.runners.factory import EngineSelection
 

@@ -7,6 +7,7 @@ Nothing here is skipped when the test bed is missing: a missing piece fails with
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -70,8 +71,9 @@ def session_id() -> str:
 def leftovers(label_value: str) -> list[str]:
     client = docker.from_env()
     try:
+        # ignore_removed: the run this watches removes its containers meanwhile (NotFound race).
         return [c.name for c in client.containers.list(
-            all=True, filters={"label": f"{LABEL_SESSION}={label_value}"})]
+            all=True, filters={"label": f"{LABEL_SESSION}={label_value}"}, ignore_removed=True)]
     finally:
         client.close()
 
@@ -534,7 +536,9 @@ class FakeState:
         from types import SimpleNamespace
 
         self.cfg = SimpleNamespace(arch_hosts=arch_hosts, engine=SimpleNamespace(value=engine),
-                                   mem_limit="256m", cache_dir=cache)
+                                   mem_limit="256m", cache_dir=cache,
+                                   run_timeout=SimpleNamespace(value=300.0, source="default"),
+                                   unpack_max_bytes=None, unpack_max_files=None)
         self.session_id = f"default-{os.getpid()}"
         from pytest_multiarch.runners.factory import EngineSelection
 
@@ -569,3 +573,113 @@ def test_make_default_runner(corpus: dict[str, Any], tmp_path: Path) -> None:
         remote.close()
     with pytest.raises(RemoteHostArchMismatch):
         make_default_runner(FakeState("auto", {S390X: "tcp://127.0.0.1:2375"}, tmp_path), S390X)
+
+
+# -- deadlines, memory-limit truth, no environment in argv ------------------------------------
+
+
+@pytest.mark.parametrize("runner_kind", ["engine", "rootfs-chroot", "rootfs-proot"])
+def test_every_run_has_a_default_deadline_scaled_by_emulation(
+    corpus: dict[str, Any], rootfs_cache: Path, session_id: str, runner_kind: str
+) -> None:
+    require_root()
+    runner: Any
+    if runner_kind == "engine":
+        runner = EngineRunner(session=Session.new(session_id), run_timeout=1.5)
+    else:
+        runner = rootfs_runner(rootfs_cache, runner_kind.split("-")[1], session_id)
+        runner.run_timeout = 1.5
+    runner.set_emulation_factor(ARM64, 2.0)
+    try:
+        for plat, bound in (("linux/amd64", 1.5), ("linux/arm64", 3.0)):
+            image = pinned(corpus, "busybox", plat)
+            if runner_kind != "engine":
+                runner.prepare(image, Platform.parse(plat))
+            started = time.monotonic()
+            with pytest.raises(RunTimeout, match=rf"within {bound:.0f}s") as excinfo:
+                runner.run(image, Platform.parse(plat), ["sleep", "30"])
+            elapsed = time.monotonic() - started
+            assert bound - 0.2 < elapsed < bound + 8, (plat, elapsed)
+            assert "--multiarch-run-timeout" in str(excinfo.value)
+        # A per-call timeout overrides the default.
+        assert runner.run(pinned(corpus, "busybox", "linux/amd64"), AMD64, ["sleep", "2"],
+                          timeout=20).ok
+    finally:
+        runner.close()
+    assert leftovers(session_id) == []
+
+
+def test_rootfs_chroot_keeps_the_environment_out_of_argv(
+    corpus: dict[str, Any], rootfs_cache: Path, session_id: str
+) -> None:
+    require_root()
+    runner = rootfs_runner(rootfs_cache, "chroot", session_id)
+    secret = f"pw-{os.getpid()}-{time.time_ns()}"
+    box: dict[str, Any] = {}
+    image = pinned(corpus, "busybox", "linux/amd64")
+    runner.prepare(image, AMD64)
+    worker = threading.Thread(target=lambda: box.setdefault("result", runner.run(
+        image, AMD64, ["sh", "-c", 'sleep 2; echo "got $SECRET"'], env={"SECRET": secret})))
+    worker.start()
+    seen: list[str] = []
+    while worker.is_alive():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if secret.encode() in cmdline.read_bytes():
+                    seen.append(str(cmdline))
+        time.sleep(0.05)
+    worker.join()
+    assert box["result"].stdout.strip() == f"got {secret}", "the command still gets its env"
+    assert not seen, f"the environment is readable in {seen}"
+
+
+NO_CGROUP_RUN = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from pytest_multiarch.errors import RunnerError
+    from pytest_multiarch.platforms import Platform
+    from pytest_multiarch.runners.rootfs.runner import RootfsRunner
+    cache, native, emulated = sys.argv[1:4]
+    found = {}
+    for mode in ("chroot", "proot"):
+        runner = RootfsRunner(cache_dir=Path(cache), mode=mode)
+        found[mode] = runner.run(native, Platform.parse("amd64"), ["true"]).mem_limit
+        try:
+            runner.run(emulated, Platform.parse("arm64"), ["true"])
+            found[mode + "-emulated"] = "ran"
+        except RunnerError as exc:
+            found[mode + "-emulated"] = str(exc)
+    print(json.dumps(found))
+""")
+
+
+def test_rootfs_without_a_memory_cgroup_says_so_and_refuses_emulation(
+    corpus: dict[str, Any], rootfs_cache: Path, session_id: str
+) -> None:
+    """The memory controller read-only (in a private mount namespace): no cgroup can be made,
+    as for a user who is not root.  The result must not claim a limit; emulation is refused."""
+    require_root()
+    controller = next((p for p in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup")
+                       if Path(p, "memory.limit_in_bytes").exists()
+                       or Path(p, "cgroup.controllers").exists()), None)
+    assert controller is not None, "no memory cgroup controller on this host"
+    native = pinned(corpus, "busybox", "linux/amd64")
+    emulated = pinned(corpus, "busybox", "linux/arm64")
+    runner = rootfs_runner(rootfs_cache, "proot", session_id)
+    runner.prepare(native, AMD64)
+    runner.prepare(emulated, ARM64)
+    script = (f"mount --bind {controller} {controller} && "
+              f"mount -o remount,bind,ro {controller} && exec \"$@\"")
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+         sys.executable, "-c", NO_CGROUP_RUN, str(rootfs_cache), native, emulated],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    for mode in ("chroot", "proot"):
+        assert found[mode] == "none", f"{mode}: the result claims a limit it does not have"
+        assert "cannot limit the memory" in found[mode + "-emulated"], found
+        assert "no memory cgroup could be made" in found[mode + "-emulated"]
+    # With the controller back (outside that namespace), the same run gets its limit.
+    assert runner.run(emulated, ARM64, ["true"]).mem_limit == runner.mem_limit

@@ -47,7 +47,8 @@ def test_three(arch, multiarch_shared_container):
 def labelled_containers() -> list[str]:
     client = docker.from_env()
     try:
-        found = client.containers.list(all=True, filters={"label": "io.pytest-multiarch"})
+        found = client.containers.list(all=True, filters={"label": "io.pytest-multiarch"},
+                                       ignore_removed=True)
         return [c.name for c in found]
     finally:
         client.close()

@@ -76,3 +76,17 @@ def test_staleness() -> None:
 )
 def testcreated_at(attrs: dict[str, str], expected: float) -> None:
     assert created_at(SimpleNamespace(attrs=attrs)) == pytest.approx(expected)
+
+
+def test_engine_only_start_options_on_the_rootfs_runner_name_the_option(tmp_path: Path) -> None:
+    from pytest_multiarch.errors import RunnerError
+    from pytest_multiarch.platforms import Platform
+    from pytest_multiarch.runners.rootfs.runner import RootfsRunner
+
+    rootfs = RootfsRunner(cache_dir=tmp_path)
+    image = "127.0.0.1:5000/x@sha256:" + "0" * 64
+    with pytest.raises(RunnerError) as excinfo:
+        rootfs.start(image, Platform.parse("arm64"), network="net", tmpfs={"/t": ""})
+    message = str(excinfo.value)
+    assert "(network, tmpfs: engine-only options)" in message
+    assert "--engine=docker" in message

@@ -36,11 +36,12 @@ __all__ = ["reap_stale", "remove_labelled", "remove_session", "sigint_deferred"]
 
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C while removing containers, so a second Ctrl-C cannot leave them behind."""
+    """Hold Ctrl-C (and SIGTERM, which the plugin turns into one) while removing containers,
+    so a second signal cannot leave them behind."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:

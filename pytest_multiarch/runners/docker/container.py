@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
+import tarfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +19,7 @@ from pytest_multiarch.errors import RunnerError, RunTimeout
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Command, RunResult, as_argv, classify, short_cmd
 from pytest_multiarch.runners.docker.cleanup import sigint_deferred
+from pytest_multiarch.runners.docker.stream import ENGINE_LOST
 
 if TYPE_CHECKING:
     from pytest_multiarch.runners.docker.engine import EngineRunner
@@ -93,9 +96,12 @@ class EngineContainer:
     def exec(
         self, cmd: Command, *, env: Mapping[str, str] | None = None, timeout: float | None = None
     ) -> RunResult:
-        """Run *cmd* in the container; classified like run(); RunTimeout after *timeout* s."""
+        """Run *cmd* in the container; classified like run(); RunTimeout after *timeout* s
+        (default: the runner's run deadline for this platform)."""
         argv = as_argv(cmd)
         api = self._runner.client.api
+        if timeout is None:
+            timeout = self._runner.run_timeout_for(self.platform)
         started = time.monotonic()
         try:
             exec_id = api.exec_create(self.id, list(argv), environment=dict(env or {}))["Id"]
@@ -115,21 +121,15 @@ class EngineContainer:
             except BaseException as exc:  # re-raised in the caller's thread
                 box["error"] = exc
 
-        if timeout is None:
-            call()
-        else:
-            worker = threading.Thread(target=call, daemon=True)
-            worker.start()
-            worker.join(timeout)
-            if worker.is_alive():
-                self._kill_exec(exec_id)
-                error = RunTimeout(
-                    f"{short_cmd(argv)!r} in {self.name} ({self.image} on {self.platform}, "
-                    f"{self._runner.describe(self.platform)}) did not finish within "
-                    f"{timeout:.0f}s. Scale timeouts by the emulation factor, or look for a hang."
-                )
-                error.logs = self.logs()
-                raise error
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            self._kill_exec(exec_id)
+            raise self._exec_timeout(argv, timeout)
+        if isinstance(box.get("error"), ENGINE_LOST):
+            raise self._runner.lost(box["error"], f"running {short_cmd(argv)!r} in {self.name}",
+                                    started) from box["error"]
         if "error" in box:
             raise box["error"]
         stdout, stderr = box["out"]
@@ -150,6 +150,16 @@ class EngineContainer:
             raise classified
         return result
 
+    def _exec_timeout(self, argv: tuple[str, ...], timeout: float) -> RunTimeout:
+        error = RunTimeout(
+            f"{short_cmd(argv)!r} in {self.name} ({self.image} on {self.platform}, "
+            f"{self._runner.describe(self.platform)}) did not finish within {timeout:.0f}s. "
+            "Pass timeout=, raise --multiarch-run-timeout (scaled by the emulation factor), or "
+            "look for a hang."
+        )
+        error.logs = self.logs()
+        return error
+
     def _kill_exec(self, exec_id: str) -> None:
         # Docker cannot kill an exec; on the local engine its host pid is ours to signal.
         if not self._runner.is_local:
@@ -159,14 +169,42 @@ class EngineContainer:
             if pid > 0:
                 os.kill(pid, signal.SIGKILL)
 
-    def logs(self) -> str:
-        """The main process's stdout and stderr so far (also after stop())."""
+    def logs(self, tail: int | None = None) -> str:
+        """The main process's stdout and stderr so far (also after stop()); the last *tail*
+        lines only, if given."""
         if self._final_logs is not None:
-            return self._final_logs
-        try:
-            return text_of([self._container.logs(stdout=True, stderr=True)])
-        except docker.errors.APIError:
-            return ""
+            text = self._final_logs
+        else:
+            try:
+                text = text_of([self._container.logs(stdout=True, stderr=True)])
+            except (docker.errors.DockerException, requests.exceptions.RequestException,
+                    OSError):
+                return ""  # gone, or the engine went away: the log is a nice-to-have
+        return text if tail is None else "\n".join(text.splitlines()[-tail:])
+
+    @property
+    def raw(self) -> Any:
+        """The Docker SDK's container object, for what this handle does not wrap."""
+        return self._container
+
+    def running(self) -> bool:
+        """Whether the main process runs (or restarts)."""
+        state = self._state()
+        return bool(state.get("Running") or state.get("Restarting"))
+
+    def halt(self, timeout: float = 10.0, *, kill: bool = False) -> None:
+        """Stop the main process (SIGTERM, SIGKILL after *timeout*; or SIGKILL at once with
+        *kill*) but keep the container, to :meth:`resume` it."""
+        if kill:
+            self._container.kill()
+            self._container.wait(timeout=int(timeout) + 5)
+        else:
+            self._container.stop(timeout=int(timeout))
+
+    def resume(self) -> None:
+        """Start the main process of a halted container again."""
+        self._container.start()
+        self._started = time.monotonic()
 
     def host_port(self, port: int, protocol: str = "tcp") -> int:
         """The host port the engine published for the container's *port*."""
@@ -194,6 +232,17 @@ class EngineContainer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def tar_of(files: Mapping[str, bytes], mode: int = 0o644) -> bytes:
+    """An uncompressed tar of *files* (absolute path → content), for ``put_archive("/")``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, content in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
 
 
 def text_of(chunks: Sequence[bytes]) -> str:

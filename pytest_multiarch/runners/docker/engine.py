@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +33,6 @@ from pytest_multiarch.errors import (
     NoDefaultCommand,
     PlatformMismatchError,
     RemoteHostArchMismatch,
-    RemoteHostUnavailable,
     RunnerError,
     RunTimeout,
     UnknownPlatformError,
@@ -42,6 +41,7 @@ from pytest_multiarch.host import binfmt
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import (
     DEFAULT_MEM_LIMIT,
+    DEFAULT_RUN_TIMEOUT,
     Command,
     RunResult,
     Session,
@@ -52,7 +52,13 @@ from pytest_multiarch.runners.base import (
     short_cmd,
 )
 from pytest_multiarch.runners.docker.cleanup import reap_stale, remove_session, sigint_deferred
-from pytest_multiarch.runners.docker.container import NOT_FOUND_MARKERS, EngineContainer, text_of
+from pytest_multiarch.runners.docker.connection import _display, tls_from_env, unavailable
+from pytest_multiarch.runners.docker.container import (
+    NOT_FOUND_MARKERS,
+    EngineContainer,
+    tar_of,
+    text_of,
+)
 from pytest_multiarch.runners.docker.podman import (
     init_exit_code,
     kernel_oom_killed,
@@ -63,6 +69,8 @@ from pytest_multiarch.runners.docker.podman import (
     ulimit_refused,
 )
 from pytest_multiarch.runners.docker.ssh import SSHOptions, SSHTunnel, TunnelError
+from pytest_multiarch.runners.docker.stream import ENGINE_LOST, KILL_GRACE, AttachedOutput, attach
+from pytest_multiarch.runners.emulation import DEFAULT_FACTOR, run_deadline
 
 __all__ = ["EngineContainer", "EngineRunner", "SSHOptions", "reap_stale", "tls_from_env"]
 
@@ -75,34 +83,6 @@ START_GRACE = 0.15
 START_GRACE_EMULATED = 0.5
 # podman (conmon, catatonit) takes about three times as long to report a dead main process.
 PODMAN_GRACE_FACTOR = 3.0
-
-
-def tls_from_env(environ: Mapping[str, str]) -> docker.tls.TLSConfig | bool:
-    """TLS settings by Docker's conventions: ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``.
-
-    TLS is on when either is set; ``DOCKER_TLS_VERIFY`` (any value but empty) also verifies the
-    server against ``ca.pem``.  Certificates default to ``~/.docker/{ca,cert,key}.pem``.
-    """
-    verify = environ.get("DOCKER_TLS_VERIFY")
-    cert_path = environ.get("DOCKER_CERT_PATH") or ""
-    if not cert_path and not verify:
-        return False
-    base = Path(cert_path) if cert_path else Path.home() / ".docker"
-    cert, key, ca = base / "cert.pem", base / "key.pem", base / "ca.pem"
-    return docker.tls.TLSConfig(
-        client_cert=(str(cert), str(key)) if cert.exists() and key.exists() else None,
-        ca_cert=str(ca) if verify else None,
-        verify=bool(verify),
-    )
-
-
-def _display(url: str) -> str:
-    """The URL without any password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 class EngineRunner:
@@ -134,8 +114,16 @@ class EngineRunner:
         environ: Mapping[str, str] | None = None,
         publish_address: str | None = None,
         init: bool | None = None,
+        run_timeout: float = DEFAULT_RUN_TIMEOUT,
+        client: docker.DockerClient | None = None,
     ) -> None:
         self.url = url
+        self.run_timeout = run_deadline(run_timeout, DEFAULT_RUN_TIMEOUT, 1.0)  # validates it
+        self._factors: dict[str, float] = {}
+        #: Seconds after a deadline for the engine to report the killed container's end.
+        self.kill_grace = KILL_GRACE
+        # A client handed in is borrowed: close() leaves it open for its owner.
+        self._owns_client = client is None
         self.named_arch = named_arch
         self.platform = platform or named_arch
         self.session = session or Session.new()
@@ -153,7 +141,7 @@ class EngineRunner:
         self._target = _display(url) if url else env.get("DOCKER_HOST", "the local engine")
         started = time.monotonic()
         try:
-            self.client = self._connect(url, env, ssh or SSHOptions(), connect_timeout)
+            self.client = client or self._connect(url, env, ssh or SSHOptions(), connect_timeout)
             info: dict[str, Any] = self.client.info()
             version: dict[str, Any] = self.client.version()
         except (docker.errors.DockerException, requests.exceptions.RequestException, TunnelError,
@@ -162,12 +150,25 @@ class EngineRunner:
                 self._tunnel.close()
             raise self._unavailable(exc, time.monotonic() - started) from exc
         self.client.api.timeout = API_TIMEOUT
+        self._inspect(info, version, self._service_pid(url, env))
+        host = urlsplit(url).hostname if url and not url.startswith("unix:") else None
+        self.host_label = host or self.engine_name or socket.gethostname()
+        self.publish_address = publish_address or (
+            "0.0.0.0" if host and host not in ("127.0.0.1", "localhost", "::1") else "127.0.0.1"
+        )
+        # Runs at interpreter exit (an uncaught KeyboardInterrupt included) unless close() ran.
+        self._finalizer = weakref.finalize(self, EngineRunner._atexit_cleanup, weakref.ref(self))
+
+    def _inspect(self, info: Mapping[str, Any], version: Mapping[str, Any],
+                 service_pid: int | None) -> None:
+        """What the engine is (podman or not, its limits, its architecture); the architecture
+        must be the one it was named for."""
         self.engine_name = str(info.get("Name") or "")
         self.is_podman = any(
             "podman" in str(c.get("Name", "")).lower() for c in version.get("Components") or ()
         )
         # podman's defaults exceed this VM's hard limits (TESTBED.md): cap them at its own.
-        self.ulimits = podman_ulimits(self._service_pid(url, env)) if self.is_podman else None
+        self.ulimits = podman_ulimits(service_pid) if self.is_podman else None
         self.limits_ignored = self.is_podman and limits_ignored(self.client)
         try:
             self.engine_arch = Platform.parse(str(info.get("Architecture", "")))
@@ -177,6 +178,7 @@ class EngineRunner:
                 f"engine {self._target} reports an unknown architecture "
                 f"{info.get('Architecture')!r}"
             ) from exc
+        named_arch = self.named_arch
         if named_arch is not None and self.engine_arch.arch_name != named_arch.arch_name:
             self.close()
             raise RemoteHostArchMismatch(
@@ -186,13 +188,6 @@ class EngineRunner:
                 f"name it {self.engine_arch.arch_name}={self._target}, or point "
                 f"{named_arch.arch_name} at a real {named_arch.arch_name} host."
             )
-        host = urlsplit(url).hostname if url and not url.startswith("unix:") else None
-        self.host_label = host or self.engine_name or socket.gethostname()
-        self.publish_address = publish_address or (
-            "0.0.0.0" if host and host not in ("127.0.0.1", "localhost", "::1") else "127.0.0.1"
-        )
-        # Runs at interpreter exit (an uncaught KeyboardInterrupt included) unless close() ran.
-        self._finalizer = weakref.finalize(self, EngineRunner._atexit_cleanup, weakref.ref(self))
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -225,31 +220,9 @@ class EngineRunner:
         return socket_peer_pid(target.removeprefix("unix://"))
 
     def _unavailable(self, exc: BaseException, elapsed: float) -> MultiarchError:
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if self._tunnel is not None and self._tunnel.last_remote_error:
-            cause += f" (remote: {self._tunnel.last_remote_error})"
-        if self.named_arch is None:
-            start = (
-                f"start podman's service (podman system service --time=0 {self._target} &)"
-                if "podman" in self._target else
-                "start one (setsid dockerd >/var/log/dockerd.log 2>&1 &), set DOCKER_HOST"
-            )
-            return EngineUnavailable(
-                f"no container engine answers at {self._target} after {elapsed:.1f}s: {cause}. "
-                f"Fix: {start}, or use --engine=rootfs to run without an engine."
-            )
-        hint = (
-            "check that the host is up, sshd accepts the key and its host key is in known_hosts, "
-            "and that the user can run `docker` there"
-            if self.url and self.url.startswith("ssh:")
-            else f"check that the host is up and the engine listens there (docker -H {self._target}"
-            " info); for TLS set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH"
-        )
-        return RemoteHostUnavailable(
-            f"remote engine {self._target} for {self.named_arch} did not answer after "
-            f"{elapsed:.1f}s: {cause}. Hint: {hint}; or drop the --arch-host entry to emulate "
-            f"{self.named_arch} locally."
-        )
+        remote = self._tunnel.last_remote_error if self._tunnel is not None else None
+        return unavailable(exc, elapsed, target=self._target, url=self.url,
+                           named_arch=self.named_arch, remote_error=remote)
 
     # -- describe -----------------------------------------------------------------------------
 
@@ -403,6 +376,19 @@ class EngineRunner:
             emulated, oom_killed, mem_limit or self.mem_limit, status, extra,
         )
 
+    def run_timeout_for(self, platform: Platform, timeout: float | None = None) -> float:
+        """*timeout* if given, else this runner's default deadline scaled for *platform*."""
+        return run_deadline(timeout, self.run_timeout,
+                            self.emulation_factor(platform) if self.is_emulated(platform) else 1.0)
+
+    def emulation_factor(self, platform: Platform) -> float:
+        """The measured factor of *platform* (:meth:`set_emulation_factor`), else the default."""
+        return self._factors.get(platform.arch_name, DEFAULT_FACTOR)
+
+    def set_emulation_factor(self, platform: Platform, factor: float) -> None:
+        """Scale default deadlines of *platform* by a measured emulation factor."""
+        self._factors[platform.arch_name] = max(1.0, factor)
+
     def run(
         self,
         image: str,
@@ -417,79 +403,88 @@ class EngineRunner:
 
         Returns the result for any exit code; raises the classified error for exec format
         error, missing emulator, qemu crash and OOM kill, :class:`RunTimeout` after *timeout*
-        seconds (the container is killed), :class:`NoDefaultCommand` without any command.
+        seconds (default: :attr:`run_timeout` scaled by the emulation factor; the container is
+        killed), :class:`NoDefaultCommand` without any command, and :class:`EngineUnavailable`
+        when the engine stops answering meanwhile.
         """
         self.ensure_image(image, platform)
         argv = as_argv(cmd) if cmd is not None else None
-        shown = argv or ()
-        limit = mem_limit or self.mem_limit
-        started = time.monotonic()
+        job = _Job(image, platform, argv or (), mem_limit or self.mem_limit,
+                   self.run_timeout_for(platform, timeout), time.monotonic())
         container = self._create(
-            self._create_kwargs(image, platform, argv, env, limit), image, platform
+            self._create_kwargs(image, platform, argv, env, job.limit), image, platform
         )
-        timed_out = threading.Event()
-        stream: Any = None
+        lost = False
         try:
-            out: list[bytes] = []
-            err: list[bytes] = []
-            logs: list[bytes] = []
-            # Attached before start, like `docker run`: no output is lost, and stdout and
-            # stderr stay apart while the logs keep their interleaving.  podman creates the
-            # runtime's container on attach, so its start failures show here already.
-            try:
-                stream = self.client.api.attach(
-                    container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-                )
-                container.start()
-            except docker.errors.APIError as exc:
-                return self._start_failure(exc, image, platform, shown, started, limit)
-            watchdog = None
-            if timeout is not None:
-                watchdog = threading.Timer(timeout, self._kill, (container, timed_out))
-                watchdog.daemon = True
-                watchdog.start()
-            try:
-                for chunk_out, chunk_err in stream:
-                    if chunk_out:
-                        out.append(chunk_out)
-                        logs.append(chunk_out)
-                    if chunk_err:
-                        err.append(chunk_err)
-                        logs.append(chunk_err)
-                status = container.wait()
-            finally:
-                if watchdog is not None:
-                    watchdog.cancel()
-            exit_code = int(status.get("StatusCode", -1))
-            oom = False
-            if exit_code != 0:
-                container.reload()
-                oom = bool(container.attrs["State"].get("OOMKilled")) or self.kernel_oom(
-                    container.id, exit_code)
-            result = self.result(
-                image, platform, shown, exit_code, text_of(out), text_of(err),
-                time.monotonic() - started, text_of(logs), oom_killed=oom, mem_limit=limit,
-            )
-            if timed_out.is_set():
-                error: RunnerError = RunTimeout(
-                    f"{short_cmd(shown)!r} in {image} on {platform} ({result.where}) did not "
-                    f"finish within {timeout:.0f}s and was killed. Under emulation this may "
-                    "just be slow: scale the timeout by the emulation factor "
-                    "(pytest_multiarch.runners.emulation.scale_timeout) or look for a hang in "
-                    "the logs."
-                )
-                error.logs = result.logs
-                raise error
-            classified = classify(result)
-            if classified is not None:
-                raise classified
-            return result
+            return self._run_created(container, job)
+        except ENGINE_LOST as exc:
+            lost = True
+            raise self.lost(exc, f"running {short_cmd(job.argv)!r} of {image} on {platform}",
+                            job.started) from exc
         finally:
+            # Never raises: a removal that fails must not hide the run's own result or error.
+            # Not tried on a lost engine (a frozen one would hold us for the API timeout): what
+            # is left there is reaped by the next session on this engine.
+            if not lost:
+                self.remove_quietly(container)
+
+    def _run_created(self, container: Any, job: _Job) -> RunResult:
+        """Attach, start, collect the output until exit or deadline, classify."""
+        # Attached before start, like `docker run`: no output is lost, and stdout and stderr
+        # stay apart while the logs keep their interleaving.  podman creates the runtime's
+        # container on attach, so its start failures show here already.
+        stream: AttachedOutput | None = None
+        try:
+            stream = attach(self.client.api, container.id,
+                            job.started + job.budget + self.kill_grace)
+            container.start()
+        except docker.errors.APIError as exc:
             if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
-            with sigint_deferred(), contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True, v=True)
+                stream.close()
+            return self._start_failure(exc, job.image, job.platform, job.argv, job.started,
+                                       job.limit)
+        timed_out = threading.Event()
+        watchdog = threading.Timer(job.budget, self._kill, (container, timed_out))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            out, err, logs = _collect(stream)
+            status = container.wait(timeout=self.kill_grace)
+        finally:
+            watchdog.cancel()
+            stream.close()
+        exit_code = int(status.get("StatusCode", -1))
+        oom = False
+        if exit_code != 0:
+            container.reload()
+            oom = bool(container.attrs["State"].get("OOMKilled")) or self.kernel_oom(
+                container.id, exit_code)
+        result = self.result(
+            job.image, job.platform, job.argv, exit_code, text_of(out), text_of(err),
+            time.monotonic() - job.started, text_of(logs), oom_killed=oom, mem_limit=job.limit,
+        )
+        if timed_out.is_set():
+            raise _timeout_error(result, job.budget)
+        classified = classify(result)
+        if classified is not None:
+            raise classified
+        return result
+
+    def lost(self, exc: BaseException, doing: str, started: float) -> EngineUnavailable:
+        """The error for an engine that stopped answering while *doing* something."""
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return EngineUnavailable(
+            f"engine {self._target} stopped answering while {doing}, after "
+            f"{time.monotonic() - started:.1f}s: {cause}. Its containers may still run there: "
+            "restart the engine; the next session on it removes what this one left."
+        )
+
+    def remove_quietly(self, container: Any) -> None:
+        """Remove *container* (and its anonymous volumes); never raises."""
+        with sigint_deferred(), contextlib.suppress(
+            docker.errors.DockerException, requests.exceptions.RequestException, OSError
+        ):
+            container.remove(force=True, v=True)
 
     @staticmethod
     def _kill(container: Any, flag: threading.Event) -> None:
@@ -539,33 +534,30 @@ class EngineRunner:
         entrypoint: Command | None = None,
         tmpfs: Mapping[str, str] | None = None,
         volumes: Mapping[str, Mapping[str, str]] | None = None,
+        network_aliases: Sequence[str] = (),
+        files: Mapping[str, bytes] | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> EngineContainer:
         """Start a container and return its handle (exec, logs, host_port, stop).
 
-        *ports* are published on ephemeral host ports of :attr:`publish_address`.  Raises
-        :class:`CommandNotFound` / the classified error when the main process cannot start, or
-        dies at once.
+        *ports* are published on ephemeral host ports of :attr:`publish_address`; *files*
+        (absolute path → content) are copied in before the start; *labels* join the session's.
+        Raises :class:`CommandNotFound` / the classified error when the main process cannot
+        start, or dies at once.
         """
         self.ensure_image(image, platform)
         argv = as_argv(cmd) if cmd is not None else None
         limit = mem_limit or self.mem_limit
-        kwargs = self._create_kwargs(image, platform, argv, env, limit)
-        kwargs["ports"] = {
-            (str(p) if "/" in str(p) else f"{p}/tcp"): (self.publish_address, None) for p in ports
-        }
-        if name:
-            kwargs["name"] = name
-        if network:
-            kwargs["network"] = network
-        if entrypoint is not None:
-            kwargs["entrypoint"] = list(as_argv(entrypoint))
-        if tmpfs:
-            kwargs["tmpfs"] = dict(tmpfs)
-        if volumes:
-            kwargs["volumes"] = {k: dict(v) for k, v in volumes.items()}
+        kwargs = self._start_kwargs(
+            self._create_kwargs(image, platform, argv, env, limit), ports=ports, name=name,
+            network=network, entrypoint=entrypoint, tmpfs=tmpfs, volumes=volumes,
+            network_aliases=network_aliases, labels=labels,
+        )
         started = time.monotonic()
         container = self._create(kwargs, image, platform)
         try:
+            if files:
+                container.put_archive("/", tar_of(files))
             try:
                 container.start()
             except docker.errors.APIError as exc:
@@ -580,19 +572,54 @@ class EngineRunner:
             handle.check_alive(grace=grace * (PODMAN_GRACE_FACTOR if self.is_podman else 1))
             return handle
         except BaseException:
-            with sigint_deferred(), contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True, v=True)
+            self.remove_quietly(container)
             raise
 
-    def create_network(self, name: str) -> str:
+    def _start_kwargs(
+        self, kwargs: dict[str, Any], *, ports: Sequence[int | str], name: str | None,
+        network: str | None, entrypoint: Command | None, tmpfs: Mapping[str, str] | None,
+        volumes: Mapping[str, Mapping[str, str]] | None, network_aliases: Sequence[str],
+        labels: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        """*kwargs* of :meth:`_create_kwargs` plus what only long-running containers use."""
+        kwargs["ports"] = {
+            (str(p) if "/" in str(p) else f"{p}/tcp"): (self.publish_address, None) for p in ports
+        }
+        kwargs["labels"] = {**(labels or {}), **kwargs["labels"]}  # session labels win
+        if name:
+            kwargs["name"] = name
+        if network:
+            kwargs["network"] = network
+            if network_aliases:
+                kwargs["networking_config"] = {
+                    network: self.client.api.create_endpoint_config(aliases=list(network_aliases))
+                }
+        if entrypoint is not None:
+            kwargs["entrypoint"] = list(as_argv(entrypoint))
+        if tmpfs:
+            kwargs["tmpfs"] = dict(tmpfs)
+        if volumes:
+            kwargs["volumes"] = {k: dict(v) for k, v in volumes.items()}
+        return kwargs
+
+    def create_network(self, name: str, labels: Mapping[str, str] | None = None) -> str:
         """A labelled bridge network; returns its name.  Removed by :meth:`cleanup`."""
-        network = self.client.networks.create(name, driver="bridge", labels=self.session.labels())
+        network = self.client.networks.create(
+            name, driver="bridge", labels={**(labels or {}), **self.session.labels()})
         return str(network.name)
 
-    def create_volume(self, name: str) -> str:
+    def create_volume(self, name: str, labels: Mapping[str, str] | None = None) -> str:
         """A labelled volume; returns its name.  Removed by :meth:`cleanup`."""
-        volume = self.client.volumes.create(name, labels=self.session.labels())
+        volume = self.client.volumes.create(
+            name, labels={**(labels or {}), **self.session.labels()})
         return str(volume.name)
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network this session created; never raises (what is left is reaped)."""
+        with sigint_deferred(), contextlib.suppress(
+            docker.errors.DockerException, requests.exceptions.RequestException, OSError
+        ):
+            self.client.networks.get(name).remove()
 
     def kernel_oom(self, container_id: str, exit_code: int) -> bool:
         """podman on cgroup v1 does not report OOMKilled: ask the kernel log (local engine)."""
@@ -627,8 +654,9 @@ class EngineRunner:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             pass
         finally:
-            with contextlib.suppress(Exception):
-                self.client.close()
+            if self._owns_client:
+                with contextlib.suppress(Exception):
+                    self.client.close()
             if self._tunnel is not None:
                 self._tunnel.close()
             for callback in reversed(self._close_callbacks):
@@ -637,6 +665,14 @@ class EngineRunner:
             finalizer = getattr(self, "_finalizer", None)
             if finalizer is not None:
                 finalizer.detach()
+
+    def release(self) -> None:
+        """Forget this runner without removing anything: for a runner made around a borrowed
+        client (``client=``) whose owner removes its objects itself; idempotent."""
+        self._closed = True
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
 
     @staticmethod
     def _atexit_cleanup(ref: weakref.ref[EngineRunner]) -> None:
@@ -649,3 +685,37 @@ class EngineRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One run's fixed facts."""
+
+    image: str
+    platform: Platform
+    argv: tuple[str, ...]
+    limit: str
+    budget: float
+    started: float
+
+
+def _collect(stream: AttachedOutput) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """stdout, stderr and both interleaved, until the stream ends."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    logs: list[bytes] = []
+    for kind, data in stream:
+        (err if kind == 2 else out).append(data)
+        logs.append(data)
+    return out, err, logs
+
+
+def _timeout_error(result: RunResult, budget: float) -> RunTimeout:
+    error = RunTimeout(
+        f"{short_cmd(result.cmd)!r} in {result.image} on {result.platform} ({result.where}) did "
+        f"not finish within {budget:.0f}s and was killed. Under emulation this may just be "
+        "slow: pass timeout=, raise --multiarch-run-timeout (native seconds, scaled by the "
+        "emulation factor) or look for a hang in the logs."
+    )
+    error.logs = result.logs
+    return error

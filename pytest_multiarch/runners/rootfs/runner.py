@@ -51,6 +51,7 @@ from pytest_multiarch.host import binfmt
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import (
     DEFAULT_MEM_LIMIT,
+    DEFAULT_RUN_TIMEOUT,
     Command,
     Container,
     RunResult,
@@ -61,6 +62,9 @@ from pytest_multiarch.runners.base import (
     require_digest,
     short_cmd,
 )
+from pytest_multiarch.runners.emulation import DEFAULT_FACTOR, run_deadline
+from pytest_multiarch.runners.rootfs.cgroup import MemoryCgroup
+from pytest_multiarch.runners.rootfs.launcher import LAUNCHER
 from pytest_multiarch.runners.rootfs.unpack import (
     UnpackLimits,
     remove_tree,
@@ -71,47 +75,6 @@ from pytest_multiarch.runners.rootfs.unpack import (
 MODES = ("auto", "proot", "chroot")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DEV_NODES = ("null", "zero", "full", "random", "urandom")
-
-# Runs on the host's Python.  Stage "host": join the memory cgroup, exec the next argv (proot, or
-# unshare starting stage "ns").  Stage "ns" (in the new mount+pid namespace): overlay, /proc,
-# /dev, chroot, exec — reporting a missing command and ENOEXEC the way runc words them.
-_LAUNCHER = r"""
-import errno, json, os, shutil, subprocess, sys
-spec = json.loads(sys.argv[1])
-if spec["stage"] == "host":
-    if spec.get("cgroup_procs"):
-        with open(spec["cgroup_procs"], "w") as f:
-            f.write("0")
-    os.execv(spec["next"][0], spec["next"])
-m = spec["merged"]
-def mount(*args):
-    subprocess.run([spec["mount"], *args], check=True)
-mount("-t", "overlay", "overlay", "-o",
-      "lowerdir=%s,upperdir=%s,workdir=%s" % (spec["lower"], spec["upper"], spec["work"]), m)
-for d in ("proc", "dev", "tmp"):
-    os.makedirs(os.path.join(m, d), exist_ok=True)
-mount("-t", "proc", "proc", os.path.join(m, "proc"))
-mount("-t", "tmpfs", "-o", "mode=755,size=1m", "tmpfs", os.path.join(m, "dev"))
-for n in spec["dev"]:
-    open(os.path.join(m, "dev", n), "w").close()
-    mount("--bind", "/dev/" + n, os.path.join(m, "dev", n))
-os.chroot(m)
-os.chdir(spec["workdir"])
-argv, env = spec["argv"], spec["env"]
-path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH", ""))
-if path is None:
-    sys.stderr.write('exec: "%s": executable file not found in $PATH\n' % argv[0])
-    sys.exit(127)
-try:
-    os.execve(path, argv, env)
-except OSError as exc:
-    if exc.errno == errno.ENOEXEC:
-        sys.stderr.write("exec %s: exec format error\n" % path)
-        sys.exit(126)
-    sys.stderr.write("exec %s: %s\n" % (path, exc.strerror))
-    sys.exit(127 if exc.errno == errno.ENOENT else 126)
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Rootfs:
@@ -134,76 +97,6 @@ def default_cache_dir() -> Path:
     return cache_root("rootfs")
 
 
-class _MemoryCgroup:
-    """A memory cgroup (v2, or v1's memory hierarchy) with a hard limit and no swap."""
-
-    def __init__(self, path: Path, v2: bool) -> None:
-        self.path = path
-        self.v2 = v2
-
-    @classmethod
-    def create(cls, name: str, limit: int) -> _MemoryCgroup | None:
-        """None when we may not (not root) or cannot (no memory controller)."""
-        if os.geteuid() != 0:
-            return None
-        unified = Path("/sys/fs/cgroup")
-        try:
-            if (unified / "cgroup.controllers").exists():
-                if "memory" not in (unified / "cgroup.subtree_control").read_text().split():
-                    (unified / "cgroup.subtree_control").write_text("+memory")
-                group = cls(unified / name, True)
-                group.path.mkdir()
-                (group.path / "memory.max").write_text(str(limit))
-                with contextlib.suppress(OSError):
-                    (group.path / "memory.swap.max").write_text("0")
-                return group
-            v1 = unified / "memory"
-            if not (v1 / "memory.limit_in_bytes").exists():
-                return None
-            group = cls(v1 / name, False)
-            group.path.mkdir()
-            (group.path / "memory.limit_in_bytes").write_text(str(limit))
-            with contextlib.suppress(OSError):  # only with swap accounting
-                (group.path / "memory.memsw.limit_in_bytes").write_text(str(limit))
-            return group
-        except OSError:
-            return None
-
-    @property
-    def procs(self) -> Path:
-        return self.path / "cgroup.procs"
-
-    def oom_killed(self) -> bool:
-        """Whether the kernel OOM-killed a process of this group."""
-        events = self.path / ("memory.events" if self.v2 else "memory.oom_control")
-        with contextlib.suppress(OSError, ValueError):
-            for line in events.read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
-        return False
-
-    def kill_all(self) -> None:
-        if self.v2 and (self.path / "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
-                (self.path / "cgroup.kill").write_text("1")
-            return
-        with contextlib.suppress(OSError):
-            for pid in self.procs.read_text().split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-
-    def remove(self) -> None:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                self.kill_all()
-                time.sleep(0.05)
-
-
 class RootfsRunner:
     """A :class:`~pytest_multiarch.runners.base.Runner` needing no engine (see module docs).
 
@@ -220,6 +113,7 @@ class RootfsRunner:
         platform: Platform | None = None,
         session: Session | None = None,
         mem_limit: str = DEFAULT_MEM_LIMIT,
+        run_timeout: float = DEFAULT_RUN_TIMEOUT,
         unpack_limits: UnpackLimits | None = None,
     ) -> None:
         self.unpack_limits = unpack_limits or UnpackLimits()
@@ -232,6 +126,8 @@ class RootfsRunner:
         self.session = session or Session.new()
         self.mem_limit = mem_limit
         parse_mem_limit(mem_limit)
+        self.run_timeout = run_deadline(run_timeout, DEFAULT_RUN_TIMEOUT, 1.0)  # validates it
+        self._factors: dict[str, float] = {}
         self.host = Platform.host()
 
     # -- preparing the tree -------------------------------------------------------------------
@@ -376,95 +272,156 @@ class RootfsRunner:
         timeout: float | None = None,
         mem_limit: str | None = None,
     ) -> RunResult:
-        """Run *cmd* in the variant's tree; classified like the engine runner's run()."""
+        """Run *cmd* in the variant's tree; classified like the engine runner's run().
+
+        Every run has a deadline (*timeout*, else :attr:`run_timeout` scaled by the emulation
+        factor) and a memory cgroup; an emulated run that cannot get one is refused.
+        """
         started = time.monotonic()
         tree = self.prepare(image, platform)
         argv, merged_env, workdir = self._argv_env(tree, cmd, env)
-        shown = tuple(argv)
-        mode = self.mode_for(platform)
-        emulated = self.is_emulated(platform)
-        qemu = binfmt.qemu_binary(platform)
-        if not emulated:
-            where = f"native (rootfs, {mode})"
-        elif mode == "proot":
-            where = f"emulated (rootfs, proot -q {qemu})"
-        else:
-            where = "emulated (rootfs, chroot, binfmt_misc)"
-        limit = mem_limit or self.mem_limit
+        job = _Job(image, platform, tuple(argv), self.mode_for(platform),
+                   self.is_emulated(platform), mem_limit or self.mem_limit,
+                   self.run_timeout_for(platform, timeout), started)
         if not self._resolve_command(tree, argv[0], merged_env.get("PATH", ""), workdir):
             message = f'exec: "{argv[0]}": executable file not found in $PATH\n'
             return RunResult(127, "", message, time.monotonic() - started, message, image,
-                             platform, shown, where, emulated, False, limit)
+                             platform, job.argv, job.where(platform), job.emulated, False,
+                             job.limit)
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.cache_dir))
-        group = _MemoryCgroup.create(f"pytest-multiarch-{self.session.id}-{uuid.uuid4().hex[:8]}",
-                                     parse_mem_limit(limit))
+        group = self._memory_group(job)
         try:
-            if mode == "chroot":
-                if any(c in f"{tree.path}{scratch}" for c in ",:"):
-                    raise UsageError(
-                        f"rootfs cache dir {self.cache_dir} contains ',' or ':', which overlayfs "
-                        "mount options cannot carry; choose another cache_dir"
-                    )
-                for sub in ("upper", "work", "merged"):
-                    (scratch / sub).mkdir()
-                inner = {"stage": "ns", "mount": shutil.which("mount") or "/bin/mount",
-                         "lower": str(tree.path), "upper": str(scratch / "upper"),
-                         "work": str(scratch / "work"), "merged": str(scratch / "merged"),
-                         "dev": list(_DEV_NODES), "workdir": workdir, "argv": argv,
-                         "env": merged_env}
-                nxt = [shutil.which("unshare") or "unshare", "--mount", "--pid", "--fork",
-                       "--kill-child", sys.executable, "-c", _LAUNCHER, json.dumps(inner)]
+            if job.mode == "chroot":
+                nxt, spec = self._chroot_argv(tree, scratch, workdir, argv, merged_env)
             else:
-                (scratch / "tmp").mkdir(mode=0o1777)
-                nxt = [shutil.which("proot") or "proot"]
-                if emulated:
-                    nxt += ["-q", shutil.which(qemu) or qemu]
-                nxt += ["-r", str(tree.path), "-w", workdir, "-b", "/dev", "-b", "/proc",
-                        "-b", "/sys", "-b", f"{scratch / 'tmp'}:/tmp", *argv]
-            outer = {"stage": "host", "next": nxt,
-                     "cgroup_procs": str(group.procs) if group else ""}
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCHER, json.dumps(outer)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=merged_env if mode == "proot" else {"PATH": DEFAULT_PATH},
-                start_new_session=True, cwd=str(scratch),
-            )
-            try:
-                out, err = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._kill(proc, group)
-                out, err = proc.communicate()
-                error = RunTimeout(
-                    f"{short_cmd(shown)!r} in {image} on {platform} ({where}) did not finish "
-                    f"within {timeout:.0f}s and was killed. Under emulation this may just be "
-                    "slow: scale the timeout by the emulation factor, or look for a hang."
-                )
-                error.logs = _text(out) + _text(err)
-                raise error from None
-            finally:
-                if proc.poll() is None:  # KeyboardInterrupt or another error
-                    self._kill(proc, group)
-            code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+                nxt, spec = self._proot_argv(tree, scratch, workdir, argv, job), None
+            code, out, err = self._execute(job, nxt, spec, group, merged_env, scratch)
             oom = group.oom_killed() if group is not None else False
         finally:
             if group is not None:
                 group.remove()
             remove_tree(scratch)
-        stdout, stderr = _text(out), _text(err)
+        return self._result(job, code, _text(out), _text(err), oom,
+                            job.limit if group is not None else "none")
+
+    def run_timeout_for(self, platform: Platform, timeout: float | None = None) -> float:
+        """*timeout* if given, else this runner's default deadline scaled for *platform*."""
+        factor = self._factors.get(platform.arch_name, DEFAULT_FACTOR)
+        return run_deadline(timeout, self.run_timeout,
+                            factor if self.is_emulated(platform) else 1.0)
+
+    def set_emulation_factor(self, platform: Platform, factor: float) -> None:
+        """Scale default deadlines of *platform* by a measured emulation factor."""
+        self._factors[platform.arch_name] = max(1.0, factor)
+
+    def _memory_group(self, job: _Job) -> MemoryCgroup | None:
+        """The run's memory cgroup; refuses an emulated run that cannot have one."""
+        group = MemoryCgroup.create(f"pytest-multiarch-{self.session.id}-{uuid.uuid4().hex[:8]}",
+                                     parse_mem_limit(job.limit))
+        if group is None and job.emulated:
+            why = ("not running as root, it cannot make a memory cgroup" if os.geteuid() != 0
+                   else "no memory cgroup could be made under /sys/fs/cgroup (no memory "
+                   "controller, or not writable)")
+            raise RunnerError(
+                f"the rootfs runner cannot limit the memory of {short_cmd(job.argv)!r} in "
+                f"{job.image} on {job.platform} ({job.where(job.platform)}): {why}. A process "
+                "under qemu-user can commit its whole address-space reservation (TESTBED.md: "
+                "MariaDB took the machine), so emulated runs without a limit are refused. Fix: "
+                "run as root (a memory cgroup per run), use a container engine (--engine=docker), "
+                "or run the arch natively (--arch-host)."
+            )
+        return group
+
+    def _chroot_argv(
+        self, tree: Rootfs, scratch: Path, workdir: str, argv: list[str], env: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, Any]]:
+        """unshare → launcher stage "ns"; its spec (with the environment) goes through a pipe:
+        argv is readable by every user in /proc/PID/cmdline."""
+        if any(c in f"{tree.path}{scratch}" for c in ",:"):
+            raise UsageError(
+                f"rootfs cache dir {self.cache_dir} contains ',' or ':', which overlayfs "
+                "mount options cannot carry; choose another cache_dir"
+            )
+        for sub in ("upper", "work", "merged"):
+            (scratch / sub).mkdir()
+        spec = {"stage": "ns", "mount": shutil.which("mount") or "/bin/mount",
+                "lower": str(tree.path), "upper": str(scratch / "upper"),
+                "work": str(scratch / "work"), "merged": str(scratch / "merged"),
+                "dev": list(_DEV_NODES), "workdir": workdir, "argv": argv, "env": dict(env)}
+        return [shutil.which("unshare") or "unshare", "--mount", "--pid", "--fork",
+                "--kill-child", sys.executable, "-c", LAUNCHER], spec
+
+    def _proot_argv(
+        self, tree: Rootfs, scratch: Path, workdir: str, argv: list[str], job: _Job
+    ) -> list[str]:
+        (scratch / "tmp").mkdir(mode=0o1777)
+        nxt = [shutil.which("proot") or "proot"]
+        if job.emulated:
+            qemu = binfmt.qemu_binary(job.platform)
+            nxt += ["-q", shutil.which(qemu) or qemu]
+        return [*nxt, "-r", str(tree.path), "-w", workdir, "-b", "/dev", "-b", "/proc",
+                "-b", "/sys", "-b", f"{scratch / 'tmp'}:/tmp", *argv]
+
+    def _execute(
+        self, job: _Job, nxt: list[str], spec: dict[str, Any] | None,
+        group: MemoryCgroup | None, env: Mapping[str, str], scratch: Path,
+    ) -> tuple[int, bytes, bytes]:
+        """Start the launcher, wait until the deadline (then kill the whole tree)."""
+        read_fd = write_fd = None
+        if spec is not None:
+            read_fd, write_fd = os.pipe()
+            nxt = [*nxt, json.dumps({"spec_fd": read_fd})]
+        outer = {"stage": "host", "next": nxt, "cgroup_procs": str(group.procs) if group else ""}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", LAUNCHER, json.dumps(outer)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=dict(env) if spec is None else {"PATH": DEFAULT_PATH},
+                start_new_session=True, cwd=str(scratch),
+                pass_fds=() if read_fd is None else (read_fd,),
+            )
+        finally:
+            if read_fd is not None:
+                os.close(read_fd)
+        try:
+            if write_fd is not None:
+                _write_spec(write_fd, spec)
+            out, err = proc.communicate(timeout=job.budget)
+        except subprocess.TimeoutExpired:
+            self._kill(proc, group)
+            out, err = proc.communicate()
+            error = RunTimeout(
+                f"{short_cmd(job.argv)!r} in {job.image} on {job.platform} "
+                f"({job.where(job.platform)}) did not finish within {job.budget:.0f}s and was "
+                "killed. Under emulation this may just be slow: pass timeout=, raise "
+                "--multiarch-run-timeout (native seconds, scaled by the emulation factor) or "
+                "look for a hang."
+            )
+            error.logs = _text(out) + _text(err)
+            raise error from None
+        finally:
+            if proc.poll() is None:  # KeyboardInterrupt or another error
+                self._kill(proc, group)
+        return (proc.returncode if proc.returncode >= 0 else 128 - proc.returncode), out, err
+
+    def _result(self, job: _Job, code: int, stdout: str, stderr: str, oom: bool,
+                limit: str) -> RunResult:
+        """The classified result: raises what a failure of the runner or emulator is."""
         status = None
-        if emulated and code != 0 and "exec format error" in stderr.lower():
-            status = binfmt.preflight(platform, host=self.host)
-        extra = {"qemu_version": binfmt.qemu_version(platform) or ""} if (
-            emulated and code != 0 and "qemu" in stderr) else {}
-        result = RunResult(code, stdout, stderr, time.monotonic() - started, stdout + stderr,
-                           image, platform, shown, where, emulated, oom, limit, status, extra)
+        if job.emulated and code != 0 and "exec format error" in stderr.lower():
+            status = binfmt.preflight(job.platform, host=self.host)
+        extra = {"qemu_version": binfmt.qemu_version(job.platform) or ""} if (
+            job.emulated and code != 0 and "qemu" in stderr) else {}
+        result = RunResult(code, stdout, stderr, time.monotonic() - job.started, stdout + stderr,
+                           job.image, job.platform, job.argv, job.where(job.platform),
+                           job.emulated, oom, limit, status, extra)
         classified = classify(result)
         if classified is not None:
             raise classified
         return result
 
     @staticmethod
-    def _kill(proc: subprocess.Popen[bytes], group: _MemoryCgroup | None) -> None:
+    def _kill(proc: subprocess.Popen[bytes], group: MemoryCgroup | None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         if group is not None:
@@ -482,12 +439,24 @@ class RootfsRunner:
         ports: Sequence[int | str] = (),
         mem_limit: str | None = None,
         name: str | None = None,
+        network: str | None = None,
+        entrypoint: Command | None = None,
+        tmpfs: Mapping[str, str] | None = None,
+        volumes: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Container:
-        """Not supported: services need the engine runner (no network namespace, no ports)."""
+        """Not supported: services need the engine runner (no network namespace, no ports).
+
+        The engine runner's own keywords are accepted so that passing one is this clear error
+        naming it, not a ``TypeError``."""
+        given = [k for k, v in (("network", network), ("entrypoint", entrypoint),
+                                ("tmpfs", tmpfs), ("volumes", volumes)) if v is not None]
+        engine_only = (f" ({', '.join(given)}: engine-only option{'s' if len(given) > 1 else ''})"
+                       if given else "")
         raise RunnerError(
-            f"the rootfs runner cannot start a long-running container of {image} on {platform}: "
-            "it has no network namespace or port publishing. Use a Docker engine for services "
-            "(--engine=docker, or --arch-host for a remote one); one-shot commands (run) work."
+            f"the rootfs runner cannot start a long-running container of {image} on {platform}"
+            f"{engine_only}: it has no network namespace or port publishing. Use a Docker engine "
+            "for services (--engine=docker, or --arch-host for a remote one); one-shot commands "
+            "(run) work."
         )
 
     def close(self) -> None:
@@ -502,3 +471,31 @@ class RootfsRunner:
 
 def _text(data: bytes | None) -> str:
     return (data or b"").decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One run's fixed facts."""
+
+    image: str
+    platform: Platform
+    argv: tuple[str, ...]
+    mode: str
+    emulated: bool
+    limit: str
+    budget: float
+    started: float
+
+    def where(self, platform: Platform) -> str:
+        """How it runs, for reports."""
+        if not self.emulated:
+            return f"native (rootfs, {self.mode})"
+        if self.mode == "proot":
+            return f"emulated (rootfs, proot -q {binfmt.qemu_binary(platform)})"
+        return "emulated (rootfs, chroot, binfmt_misc)"
+
+
+def _write_spec(fd: int, spec: dict[str, Any] | None) -> None:
+    """Hand the launcher its spec; a launcher that died first just closes the pipe."""
+    with os.fdopen(fd, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+        pipe.write(json.dumps(spec).encode())
