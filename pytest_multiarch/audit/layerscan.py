@@ -31,6 +31,7 @@ from pytest_multiarch.audit.decompress import (
     decompression_errors,
 )
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
+from pytest_multiarch.audit.packages import DbFile
 from pytest_multiarch.audit.tarscan import Entry, TarError, TarScanner, TarTruncated
 from pytest_multiarch.errors import DigestMismatchError, MultiarchError, UsageError
 
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the cached summary format or what a scan records (:class:`Entry`) changes.
-SCHEMA = 2  # 2: ELF entries carry the CPU level they record
+SCHEMA = 3  # 2: ELF entries carry the CPU level they record; 3: package databases joined
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$")
 
 
@@ -76,12 +77,15 @@ class LayerSummary:
     #: False when the layer could not be read to its end (transport, digest): never cached.
     cacheable: bool = True
     from_cache: bool = False
+    #: The package databases the layer holds (read while it streamed, see audit.packages).
+    package_files: tuple[DbFile, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "digest": self.digest, "compression": self.compression,
                 "compressed_bytes": self.compressed_bytes, "tar_bytes": self.tar_bytes,
                 "findings": [f.to_json() for f in self.findings],
-                "entries": [e.to_json() for e in self.entries]}
+                "entries": [e.to_json() for e in self.entries],
+                "packages": [db.to_json() for db in self.package_files]}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> LayerSummary:
@@ -90,7 +94,8 @@ class LayerSummary:
         return cls(str(obj["digest"]), str(obj["compression"]),
                    tuple(Entry.from_json(e) for e in obj["entries"]),
                    tuple(Finding.from_json(f) for f in obj["findings"]),
-                   int(obj["compressed_bytes"]), int(obj["tar_bytes"]), True, True)
+                   int(obj["compressed_bytes"]), int(obj["tar_bytes"]), True, True,
+                   tuple(DbFile.from_json(db) for db in obj.get("packages", ())))
 
 
 def default_cache_dir() -> Path:
@@ -188,7 +193,8 @@ def _scan_source(source: Source, layer: Layer) -> LayerSummary:
         problem = _truncated(compression, source.count, layer.digest)
     findings = [*scanner.findings, *([problem] if problem else [])]
     return LayerSummary(layer.digest, compression, tuple(scanner.entries), tuple(findings),
-                        source.count, scanner.tar_bytes)
+                        source.count, scanner.tar_bytes,
+                        package_files=tuple(scanner.package_files))
 
 
 def _content_problem(

@@ -15,7 +15,7 @@ from dataclasses import replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pytest_multiarch.audit import cpulevel, elf
+from pytest_multiarch.audit import cpulevel, elf, packages
 from pytest_multiarch.audit.elf import ElfHeader, InvalidElf
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
 from pytest_multiarch.errors import CorruptLayer
@@ -134,7 +134,7 @@ class TarTruncated(TarError):
 class TarScanner:
     """A streaming tar reader that keeps only what the audit needs of each member."""
 
-    def __init__(self, source: ReadInto, digest: str) -> None:
+    def __init__(self, source: ReadInto, digest: str, *, read_packages: bool = True) -> None:
         self._source = source
         self._digest = digest
         self._buf = bytearray(_BUFFER)
@@ -148,6 +148,10 @@ class TarScanner:
         self.entries: list[Entry] = []
         self.findings: list[Finding] = []
         self._unsafe = 0
+        #: Package databases met on the way (dpkg, apk, rpm): read whole, bounded, parsed.
+        self.package_files: list[packages.DbFile] = []
+        # A prefix no path has turns the check off without a branch in the hot loop.
+        self._db_prefixes = packages.DB_PREFIXES if read_packages else ("\0",)
 
     # buffer handling ---------------------------------------------------------------------------
 
@@ -223,7 +227,7 @@ class TarScanner:
         pax: dict[str, str] = {}
         long_name: str | None = None
         long_link: str | None = None
-        buf, add = self._buf, self.entries.append
+        buf, add, db_prefixes = self._buf, self.entries.append, self._db_prefixes
         while True:
             if not (pax or long_name or long_link):
                 self.header_at, self.current = self.tar_bytes - (self._end - self._pos), ""
@@ -286,6 +290,10 @@ class TarScanner:
             padded = (size + 511) & ~511
             if ".wh." in path and self._whiteout(path):
                 pass
+            elif (path.startswith(db_prefixes) and typeflag not in _NOT_REGULAR
+                  and packages.is_db_path(path)):
+                add(Entry(Op.FILE, path, "", _octal(block[100:108])))
+                padded -= self._capture(path, size)
             elif typeflag not in _NOT_REGULAR:  # POSIX: unknown types read as regular files
                 if self._end - self._pos < 4:
                     self._fill(4)
@@ -311,6 +319,23 @@ class TarScanner:
                 self._pos += padded
             else:
                 self._skip(padded)
+
+    def _capture(self, path: str, size: int) -> int:
+        """Read the package database at ``_pos`` whole (bounded); return the bytes consumed."""
+        if size > packages.MAX_DB_BYTES:
+            self.package_files.append(packages.parse_member(path, None, size))
+            return 0
+        chunks: list[bytes] = []
+        left = size
+        while left:
+            if self._pos == self._end and not self._fill(min(left, _BUFFER)):
+                raise TarTruncated(f"the archive ends inside {path}")
+            take = min(left, self._end - self._pos)
+            chunks.append(bytes(self._mv[self._pos : self._pos + take]))
+            self._pos += take
+            left -= take
+        self.package_files.append(packages.parse_member(path, b"".join(chunks), size))
+        return size
 
     def _whiteout(self, path: str) -> bool:
         head, _, base = path.rpartition("/")

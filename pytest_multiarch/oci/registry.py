@@ -171,6 +171,19 @@ class RegistryClient:
             self.cache.put(digest, raw)
         return manifest
 
+    def get_referrers(self, ref: Reference, digest: str) -> tuple[bytes, str] | None:
+        """The OCI 1.1 referrers API's answer for *digest* (raw bytes, Content-Type), or
+        ``None`` when the registry has no such API (404/405/400: distribution 2.8 answers 404);
+        callers then try the ``sha256-<hex>`` tag fallback."""
+        what = self._what(ref, f"referrers of {digest}")
+        path = f"referrers/{validate_digest(digest)}"
+        with self.transport.request("GET", ref, path, what=what, kind="manifest",
+                                    accept=OCI_INDEX, tolerate=(400, 404, 405)) as resp:
+            if resp.status_code >= 400:
+                return None
+            return (self.transport.read(resp, MAX_MANIFEST_BYTES, what=what),
+                    resp.headers.get("Content-Type", ""))
+
     def _head_descriptor(self, resp: requests.Response, ref: Reference, *, what: str
                          ) -> Descriptor:
         served = resp.headers.get("Docker-Content-Digest")

@@ -57,6 +57,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "multiarch_allow(*globs): foreign-architecture ELF paths the audit accepts in this test",
     )
+    config.addinivalue_line(
+        "markers",
+        "multiarch_allow_packages(*globs): package names whose version may differ across archs "
+        "for multiarch_variants, e.g. @pytest.mark.multiarch_allow_packages('tzdata')",
+    )
     from pytest_multiarch.plugin import signals
 
     signals.install()  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pytest_multiarch.oci.resolve import ResolvedImage
     from pytest_multiarch.runners.base import Command, Container, Runner, RunResult
     from pytest_multiarch.session.state import State
+    from pytest_multiarch.session.variants import VariantChecks
 
 
 class ResolveImage(Protocol):
@@ -84,6 +85,7 @@ __all__ = [
     "multiarch_runner",
     "multiarch_shared_container",
     "multiarch_testcontainer",
+    "multiarch_variants",
 ]
 
 
@@ -398,3 +400,17 @@ def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[RestFleet]:
         for svc in running.values():
             state.add_log_source(request.node.nodeid, svc.logs)
         yield RestFleet(running, reference.architecture)
+
+
+@pytest.fixture
+def multiarch_variants(request: pytest.FixtureRequest) -> VariantChecks:
+    """Index hygiene, attachments and package skew of an image across the requested archs:
+    ``multiarch_variants.check(ref)``, ``.package_skew(ref)``, ``.attached(ref, arch)`` …
+
+    ``@pytest.mark.multiarch_allow_packages(*globs)`` lets those packages differ.
+    """
+    from pytest_multiarch.session.variants import VariantChecks
+
+    marker = request.node.get_closest_marker("multiarch_allow_packages")
+    allow = tuple(str(glob) for glob in marker.args) if marker else ()
+    return VariantChecks(get_state(request.config), allow)

@@ -1,10 +1,13 @@
 """The generated gate: ``pytest --multiarch-image=REF --arch=…`` with no test files.
 
-For each image × arch it adds four checks, run in this order, the arch in their ids:
+For each image × arch it adds seven checks, run in this order, the arch in their ids:
 
 * ``platform``  — the index has an entry for the arch;
 * ``config``    — the variant's config says the same os/architecture/variant as its index entry;
 * ``binaries``  — the static audit: entrypoint, loader and every ELF file are for the arch;
+* ``index``, ``attestations``, ``packages`` — one image, N variants, one truth
+  (:mod:`pytest_multiarch.session.variants`): index hygiene, what is attached to the variant,
+  package versions against the other variants;
 * ``smoke``     — the variant's default command (or ``--multiarch-smoke-cmd``) runs: it exits 0,
   or is still running after ``--multiarch-smoke-timeout`` seconds times the emulation factor
   (a service that started and stays up).
@@ -19,7 +22,7 @@ import pytest
 
 from pytest_multiarch.errors import MultiarchError, PlatformNotInIndex
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.session import images
+from pytest_multiarch.session import images, variants
 
 if TYPE_CHECKING:
     from pytest_multiarch.session.state import State
@@ -29,12 +32,15 @@ CHECKS: Mapping[str, Callable[[State, str, Platform], str]] = {
     "platform": images.gate_platform,
     "config": images.gate_config,
     "binaries": images.gate_binaries,
+    "index": variants.gate_index,
+    "attestations": variants.gate_attestations,
+    "packages": variants.gate_packages,
     "smoke": images.gate_smoke,
 }
 #: user property of a gate item carrying a line for the summary (also across xdist workers)
 NOTE_PROPERTY = "multiarch_note"
 #: checks that only read the image: never skipped for a missing emulator
-STATIC_CHECKS = frozenset({"platform", "config", "binaries"})
+STATIC_CHECKS = frozenset({"platform", "config", "binaries", *variants.CHECKS})
 
 
 class MultiarchGate(pytest.Collector):
@@ -57,15 +63,26 @@ class GateItem(pytest.Item):
         self._state = state
 
     def runtest(self) -> None:
-        if self.check != "platform":
+        skip = f"no {self.multiarch_platform} variant to check: the platform check fails"
+        if self.check not in ("platform", "index"):  # index: a nested entry is its finding
             # Only the platform check reports a missing variant; the others have nothing to check.
             try:
                 images.resolve_variant(self._state, self.multiarch_image, self.multiarch_platform)
             except PlatformNotInIndex:
-                pytest.skip(
-                    f"no {self.multiarch_platform} variant to check: the platform check fails"
-                )
-        digest = CHECKS[self.check](self._state, self.multiarch_image, self.multiarch_platform)
+                pytest.skip(skip)
+        try:
+            digest = CHECKS[self.check](self._state, self.multiarch_image,
+                                        self.multiarch_platform)
+        except PlatformNotInIndex:
+            if self.check != "index":
+                raise
+            pytest.skip(skip)
+        finally:
+            if self.check in variants.CHECKS:  # for the matrix, also from xdist workers
+                facts = variants.facts(self._state, self.multiarch_image,
+                                       self.multiarch_platform)
+                if facts:
+                    self.user_properties.append(("multiarch_facts", facts))
         if digest:
             self._state.digests[self.nodeid] = digest
         note = self._state.notes.pop((self.multiarch_image, self.multiarch_platform.arch_name),

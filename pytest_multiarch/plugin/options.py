@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.oci.attestations import KINDS as ATTESTATION_KINDS
 from pytest_multiarch.platforms import Platform, parse_arch_list, valid_names
 from pytest_multiarch.session.settings import (
     DEFAULT_MEM_LIMIT,
@@ -141,6 +142,7 @@ def addoption(parser: pytest.Parser) -> None:
                   default="")
     parser.addini("multiarch_unpack_max_files", "Most entries the rootfs runner unpacks",
                   default="")
+    _add_variant_options(group, parser)
     parser.addini("multiarch_archs", "Architectures to run arch-aware tests on", default="")
     parser.addini("multiarch_arch_cpus", "ARCH=MODEL qemu CPU models", type="linelist",
                   default=[])
@@ -162,6 +164,63 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("multiarch_service_image", "Image of the REST service under test", default="")
     parser.addini("multiarch_db_image", "MariaDB image for REST and replication checks",
                   default="")
+
+
+def _add_variant_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
+    """The options of the index, attestations and packages checks (issue #15)."""
+    group.addoption(
+        "--multiarch-expect-platforms", dest="multiarch_expect_platforms", metavar="LIST",
+        default=None,
+        help="Platforms every --multiarch-image index must list, exactly, e.g. "
+             "linux/amd64,linux/arm64 (an extra or a missing one fails the index check)",
+    )
+    group.addoption(
+        "--multiarch-require-attestations", dest="multiarch_require_attestations",
+        metavar="LIST", default=None,
+        help=f"Attachments every variant must carry: {', '.join(ATTESTATION_KINDS)}",
+    )
+    group.addoption(
+        "--multiarch-allow-package", dest="multiarch_allow_packages", metavar="GLOB",
+        action="append", default=None,
+        help="Package name whose version may differ across archs (glob, repeatable)",
+    )
+    parser.addini("multiarch_expect_platforms", "Platforms every index must list exactly",
+                  default="")
+    parser.addini("multiarch_require_attestations",
+                  f"Attachments every variant must carry ({', '.join(ATTESTATION_KINDS)})",
+                  default="")
+    parser.addini("multiarch_allow_packages", "Package names whose version may differ across "
+                  "archs", type="linelist", default=[])
+
+
+def _variant_settings(config: pytest.Config) -> dict[str, Any]:
+    expect = _pick(config, "multiarch_expect_platforms", "PYTEST_MULTIARCH_EXPECT_PLATFORMS",
+                   "multiarch_expect_platforms")
+    expect_from = None
+    if expect is not None:
+        try:
+            plats = tuple(Platform.parse(p.strip()) for p in expect.value.split(",") if p.strip())
+        except MultiarchError as exc:
+            raise _fail(f"--multiarch-expect-platforms ({expect.source}): {exc}") from None
+        if not plats:
+            raise _fail(f"--multiarch-expect-platforms ({expect.source}) is empty; give e.g. "
+                        "linux/amd64,linux/arm64")
+        expect_from = Sourced(plats, expect.source)
+    require = _pick(config, "multiarch_require_attestations",
+                    "PYTEST_MULTIARCH_REQUIRE_ATTESTATIONS", "multiarch_require_attestations")
+    require_from = None
+    if require is not None:
+        kinds = tuple(k.strip() for k in require.value.split(",") if k.strip())
+        bad = [k for k in kinds if k not in ATTESTATION_KINDS]
+        if bad or not kinds:
+            raise _fail(f"--multiarch-require-attestations={require.value!r} ({require.source}):"
+                        f" {', '.join(bad) or 'empty'} is not valid; valid: "
+                        f"{', '.join(ATTESTATION_KINDS)}")
+        require_from = Sourced(kinds, require.source)
+    allow = tuple(config.getoption("multiarch_allow_packages")
+                  or config.getini("multiarch_allow_packages"))
+    return {"expect_platforms_from": expect_from, "require_attestations_from": require_from,
+            "allow_packages": allow}
 
 
 def _fail(message: str) -> pytest.UsageError:
@@ -327,6 +386,7 @@ def load(config: pytest.Config) -> MultiarchConfig:
         cache_problem=_cache_problem(cache_dir) if cache_dir is not None else "",
         unpack_max_bytes=_unpack_limit(config, "bytes"),
         unpack_max_files=_unpack_limit(config, "files"),
+        **_variant_settings(config),
     )
 
 

@@ -135,6 +135,9 @@ class MultiarchSession:
             message=_failure_message(report), image=_str_or_none(props.get("image")),
             digest=_str_or_none(props.get("digest")),
         ))
+        facts = props.get("multiarch_facts")  # what the index/attestations/packages checks saw
+        if isinstance(facts, dict) and isinstance(props.get("image"), str):
+            matrix.note(str(props["image"]), arch, facts)
 
     def _record_facts(self, report: pytest.TestReport, arch: str) -> None:
         """Index digests, variants and REST answers a (possibly remote) worker attached."""

@@ -106,6 +106,11 @@ def _malformed(images: object) -> str | None:
                 isinstance(v, str) for v in outcomes.values()
             ):
                 return f"{at}[\"outcomes\"] is not an object of strings"
+            packages = variant.get("packages", {})
+            if not isinstance(packages, dict) or not all(
+                isinstance(v, str) for v in packages.values()
+            ):
+                return f"{at}[\"packages\"] is not an object of strings (name -> version)"
     return None
 
 
@@ -118,14 +123,20 @@ def snapshot(
     variants: Mapping[tuple[str, str], VariantFacts],
     index_platforms: Mapping[str, list[str]],
     outcomes: Iterable[Outcome],
+    packages: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """What this run saw: per image and arch, digests, layers and outcomes."""
+    """What this run saw: per image and arch, digests, layers and outcomes (and, given
+    *packages*, each variant's package name -> version)."""
+    packages = packages or {}
     images: dict[str, Any] = {}
     for (ref, arch), facts in variants.items():
         entry = images.setdefault(ref, {"platforms": list(index_platforms.get(ref, [])),
                                         "variants": {}})
         entry["variants"][arch] = {"digest": facts.digest, "config": facts.config,
                                    "layers": list(facts.layers), "outcomes": {}}
+    for (ref, arch), versions in packages.items():
+        if ref in images and arch in images[ref]["variants"]:
+            images[ref]["variants"][arch]["packages"] = dict(versions)
     for outcome in outcomes:
         ref = outcome.image or TESTS_KEY
         entry = images.setdefault(ref, {"platforms": [], "variants": {}})
@@ -157,6 +168,8 @@ def snapshot_of_report(document: Mapping[str, Any]) -> dict[str, Any]:
                        "outcomes": {}})
             for check in found.get("checks", []):
                 variant["outcomes"][check["test"]] = check["outcome"]
+            if isinstance(found.get("package_versions"), dict):  # from the packages check
+                variant["packages"] = dict(found["package_versions"])
     return {"format": BASELINE_FORMAT, "images": images}
 
 
@@ -208,6 +221,7 @@ def _variant_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> list[str
                 changes.append(f"{same} of {len(new_layers)} layers unchanged (base kept)")
         if was.get("config") and now.get("config") and was["config"] != now["config"]:
             changes.append("config changed")
+        changes.extend(_package_changes(was.get("packages"), now.get("packages")))
     still_failing = set(was.get("failing") or [])
     for test, outcome in now.get("outcomes", {}).items():
         before = was.get("outcomes", {}).get(test)
@@ -220,6 +234,19 @@ def _variant_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> list[str
         else:
             changes.append(f"outcome changed: {test} {before} -> {outcome}")
     return changes
+
+
+def _package_changes(was: dict[str, str] | None, now: dict[str, str] | None) -> list[str]:
+    """"the base moved" with what moved: package versions that changed, came or went."""
+    if not isinstance(was, dict) or not isinstance(now, dict):
+        return []
+    moved = [f"{n} {was[n]} -> {now[n]}" for n in sorted(now) if n in was and was[n] != now[n]]
+    moved += [f"+{n} {now[n]}" for n in sorted(now) if n not in was]
+    moved += [f"-{n} {was[n]}" for n in sorted(was) if n not in now]
+    if not moved:
+        return ["packages unchanged"] if was else []
+    shown = ", ".join(moved[:20]) + (f" … ({len(moved)} in all)" if len(moved) > 20 else "")
+    return [f"packages changed: {shown}"]
 
 
 def _short(digest: str) -> str:
@@ -246,9 +273,13 @@ def merge(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, An
                 # keep the last good digest (or none): the failure must not become the normal
                 learned = {"digest": prev.get("digest"), "config": prev.get("config"),
                            "layers": prev.get("layers", [])}
+                if "packages" in prev:
+                    learned["packages"] = prev["packages"]
             else:
                 learned = {k: variant.get(k) or prev.get(k) for k in ("digest", "config")}
                 learned["layers"] = variant.get("layers") or prev.get("layers", [])
+                if "packages" in variant or "packages" in prev:  # what the base moved to
+                    learned["packages"] = variant.get("packages", prev.get("packages"))
             target["variants"][arch] = {**learned, "outcomes": outcomes, "failing": failing}
     return merged
 

@@ -179,6 +179,8 @@ def _add_shard(matrix: Matrix, shard: Shard) -> None:
                     failure_class=check.get("failure_class"), message=check.get("message"),
                     image=None if ref == TESTS_KEY else ref, digest=check.get("digest"),
                 ))
+            if ref != TESTS_KEY:
+                matrix.note_from_json(ref, arch, entry)
     for ref, per_arch in doc["variants"].items():
         for arch, variant in per_arch.items():
             matrix.variants.setdefault(ref, {}).setdefault(arch, variant)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html as _html
 import json
 import platform as _platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ _SYMBOL = {
     "xfailed": "xfail",
     "xpassed": "XPASS",
 }
+
+
+#: What the index/attestations/packages checks add to ``images.<ref>.<arch>`` in the JSON.
+FACT_KEYS = ("attached", "attachments", "packages", "package_versions", "packages_differing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,23 @@ class Matrix:
     rest: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     #: (test, arch) -> outcome, in the order recorded; one report per test makes this a hot path
     _cells: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    #: (image, arch) -> what the variant checks learned: what is attached, packages that differ
+    facts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def note(self, image: str, arch: str, facts: dict[str, Any]) -> None:
+        """Record facts about one variant (session.variants.facts) for the table and JSON."""
+        self.facts.setdefault((image, arch), {}).update(facts)
+
+    def note_from_json(self, image: str, arch: str, entry: Mapping[str, Any]) -> None:
+        """Take back the facts a report's ``images.<ref>.<arch>`` entry carries (a merge)."""
+        found = {k: entry[k] for k in FACT_KEYS if k in entry}
+        if found:
+            self.note(image, arch, found)
+
+    def package_versions(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(image, arch) -> package name -> version, as the packages check saw them."""
+        return {key: found["package_versions"] for key, found in self.facts.items()
+                if isinstance(found.get("package_versions"), dict)}
 
     @property
     def outcomes(self) -> list[Outcome]:
@@ -162,6 +184,7 @@ class Matrix:
             if len(text) > width:  # the parenthesis only explains; drop it before cutting
                 text = text.replace(" (setup, call and teardown)", "")
             lines.append(_fit_line(text, width))
+        lines += self._fact_lines()  # not cut: they name packages and versions
         return lines
 
     def _cell_text(self, test: str, arch: str) -> str:
@@ -227,6 +250,9 @@ class Matrix:
                 per_arch["digest"] = o.digest
             # getattr, not dataclasses.asdict: asdict deep-copies and was 85% of a merge's time
             per_arch["checks"].append({k: getattr(o, k) for k in _CHECK_FIELDS})
+        for (image, arch), found in self.facts.items():
+            if image in images and arch in images[image]:
+                images[image][arch].update(found)
         totals = self.totals()
         rest: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for (test, arch), answers in self.rest.items():
@@ -246,6 +272,17 @@ class Matrix:
         if extra:
             doc.update(extra)
         return doc
+
+    def _fact_lines(self) -> list[str]:
+        lines: list[str] = []
+        for (image, arch), found in self.facts.items():
+            if found.get("attached", "nothing") != "nothing":  # the JSON says "nothing" too
+                lines.append(f"{arch} {image}: attached: {found['attached']}")
+            differing = found.get("packages_differing")
+            if differing:
+                shown = ", ".join(f"{n} {v or '(absent)'}" for n, v in sorted(differing.items()))
+                lines.append(f"{arch} {image}: package versions that differ: {shown}")
+        return lines
 
     def _arch_json(self, arch: str, totals: dict[str, int]) -> dict[str, Any]:
         line = self.arch_lines.get(arch)

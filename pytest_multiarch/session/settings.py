@@ -61,3 +61,17 @@ class MultiarchConfig:
     unpack_max_files: Sourced[int] | None = None
     #: --arch-cpu overrides: arch (or arch/variant) → qemu CPU model, checked against this qemu.
     arch_cpus: Sourced[dict[str, str]] = field(default_factory=lambda: Sourced({}, "default"))
+    #: --multiarch-expect-platforms: the index must list exactly these (None: not checked)
+    expect_platforms_from: Sourced[tuple[Platform, ...]] | None = None
+    #: --multiarch-require-attestations: kinds every variant must carry
+    require_attestations_from: Sourced[tuple[str, ...]] | None = None
+    #: --multiarch-allow-package: package-name globs whose version may differ across archs
+    allow_packages: tuple[str, ...] = ()
+
+    @property
+    def expect_platforms(self) -> tuple[Platform, ...] | None:
+        return self.expect_platforms_from.value if self.expect_platforms_from else None
+
+    @property
+    def require_attestations(self) -> tuple[str, ...]:
+        return self.require_attestations_from.value if self.require_attestations_from else ()

@@ -168,6 +168,12 @@ class State:
             lines.append("multiarch: cpu: " + ", ".join(cpus))
         if self.cfg.images:
             lines.append("multiarch: images: " + ", ".join(self.cfg.images))
+        variant = [f"{name}={','.join(map(str, found.value))} (from {found.source})"
+                   for name, found in (("expect-platforms", self.cfg.expect_platforms_from),
+                                       ("require-attestations",
+                                        self.cfg.require_attestations_from)) if found]
+        if variant:
+            lines.append("multiarch: " + "; ".join(variant))
         if self.cfg.cache_problem:
             lines.append(f"multiarch: cache off: {self.cfg.cache_problem}")
         return lines
@@ -305,7 +311,7 @@ class State:
 
                 observed = baseline.snapshot(
                     self.images.variant_facts(), self.images.index_platforms,
-                    self.matrix.outcomes,
+                    self.matrix.outcomes, self.matrix.package_versions(),
                 )
                 self.summary_lines.extend(
                     baseline.update_baseline(self.cfg.baseline_path, observed)

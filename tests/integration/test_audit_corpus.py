@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pytest_multiarch.audit.layerscan import SCHEMA
 from pytest_multiarch.audit.verdicts import AuditResult, Kind, Layer, Severity, audit_variant
 from pytest_multiarch.oci.reference import Reference
 from pytest_multiarch.oci.registry import RegistryClient
@@ -155,7 +156,7 @@ def test_verdicts_are_cached_except_for_bad_digests(
     second = audit(client, tmp_path, image, plat)
     assert second.layers_scanned >= 1  # the corrupt layer is read again, never cached
     assert {f.kind for f in first.failures} == {f.kind for f in second.failures}
-    cached = {p.name for p in (tmp_path / "v2").iterdir()}
+    cached = {p.name for p in (tmp_path / f"v{SCHEMA}").iterdir()}
     assert image["corrupt_blob"]["digest"].replace(":", "-") + ".json" not in cached
 
 

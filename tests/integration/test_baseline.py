@@ -66,7 +66,7 @@ def test_rebuilt_variant_is_the_only_change_and_the_only_rerun(
     args = [f"--multiarch-image={ref}", "--arch=amd64,arm64", "-k", "not binaries",
             f"--multiarch-baseline={baseline}", "-p", "no:cacheprovider"]
     first = pytester.runpytest_subprocess(*args, timeout=300)
-    first.assert_outcomes(passed=6, deselected=2)
+    first.assert_outcomes(passed=12, deselected=2)
     recorded = json.loads(baseline.read_text())["images"][ref]["variants"]
     assert recorded["arm64"]["digest"] == arm64_v1[0]
 
@@ -76,13 +76,13 @@ def test_rebuilt_variant_is_the_only_change_and_the_only_rerun(
 
     second = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", "-v",
                                            timeout=300)
-    second.assert_outcomes(passed=3, deselected=5)
+    second.assert_outcomes(passed=6, deselected=8)
     out = second.stdout.str()
     assert "::platform[arm64] PASSED" in out
     assert "[amd64] PASSED" not in out
     second.stdout.fnmatch_lines([
         f"multiarch: --multiarch-changed-only: changed or failing variants: {ref} [[]arm64[]]; "
-        "4 test(s) deselected",
+        "7 test(s) deselected",
         "multiarch baseline: compared with *: * change(s)",
         f"  {ref} [[]arm64[]]: new digest * -> *",
     ])
@@ -107,16 +107,16 @@ def test_a_broken_variant_is_reported_until_it_is_fixed(
             f"--multiarch-baseline={baseline}", "-p", "no:cacheprovider", "-k", "not smoke"]
 
     push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_good})
-    pytester.runpytest_subprocess(*args, timeout=300).assert_outcomes(passed=6, deselected=2)
+    pytester.runpytest_subprocess(*args, timeout=300).assert_outcomes(passed=12, deselected=2)
 
     push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_bad})  # the base moved: broken
     for attempt in range(2):  # the regression is reported again, not learned as the new normal
         broken = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", timeout=300)
         assert broken.ret == pytest.ExitCode.TESTS_FAILED, attempt
-        broken.assert_outcomes(passed=2, failed=1, deselected=5)
+        broken.assert_outcomes(passed=5, failed=1, deselected=8)
         broken.stdout.fnmatch_lines([
             f"multiarch: --multiarch-changed-only: changed or failing variants: {ref} "
-            "[[]arm64[]]; 4 test(s) deselected",
+            "[[]arm64[]]; 7 test(s) deselected",
             f"  {ref} [[]arm64[]]: new digest * -> *",
             f"  {ref} [[]arm64[]]: {'REGRESSION' if attempt == 0 else 'STILL FAILING'}: {ref} "
             "binaries *",
@@ -129,11 +129,11 @@ def test_a_broken_variant_is_reported_until_it_is_fixed(
     push_index(testbed, repo, "1", {"amd64": amd64, "arm64": arm64_good})  # fixed
     fixed = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", timeout=300)
     assert fixed.ret == pytest.ExitCode.OK
-    fixed.assert_outcomes(passed=3, deselected=5)
+    fixed.assert_outcomes(passed=6, deselected=8)
 
     quiet = pytester.runpytest_subprocess(*args, "--multiarch-changed-only", timeout=300)
     assert quiet.ret == pytest.ExitCode.OK
-    quiet.assert_outcomes(deselected=8)
+    quiet.assert_outcomes(deselected=14)
     quiet.stdout.fnmatch_lines([
         "multiarch: --multiarch-changed-only: nothing changed since the baseline, nothing to "
         "re-test (exit 0)",

@@ -26,8 +26,8 @@ def test_good_image_passes_every_check_on_every_arch(
     report = tmp_path / "r.json"
     result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", f"--arch={ALL}",
                   f"--multiarch-report={report}")
-    result.assert_outcomes(passed=4 * 5)
-    result.stdout.fnmatch_lines(["*multiarch matrix*", "totals *| 4 passed *| 4 passed*"])
+    result.assert_outcomes(passed=7 * 5)
+    result.stdout.fnmatch_lines(["*multiarch matrix*", "totals *| 7 passed *| 7 passed*"])
     doc = json.loads(report.read_text())
     per_arch = doc["images"][testbed.ref("busybox")]
     for plat, digest in testbed.corpus["busybox"]["digests"].items():
@@ -41,7 +41,7 @@ def test_oci_layout_is_gated_like_a_registry_image(
 ) -> None:
     layout = testbed.env["OCI_LAYOUT"]
     result = gate(pytester, f"--multiarch-image=oci:{layout}", "--arch=amd64,arm64")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=14)
 
 
 def test_missing_arch_fails_with_what_the_index_has(
@@ -49,7 +49,7 @@ def test_missing_arch_fails_with_what_the_index_has(
 ) -> None:
     result = gate(pytester, f"--multiarch-image={testbed.ref('partial')}", "--arch=amd64,s390x")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(passed=4, failed=1, skipped=3)
+    result.assert_outcomes(passed=7, failed=1, skipped=6)
     result.stdout.fnmatch_lines([
         f"no linux/s390x in index {testbed.ref('partial')} (sha256:*); "
         "it has linux/a*64, linux/a*64*",
@@ -94,11 +94,11 @@ def test_corrupted_blob_in_registry_storage_fails(
 def test_foreign_helper_needs_the_allowlist(pytester: pytest.Pytester, testbed: Testbed) -> None:
     ref = testbed.ref("foreign-helper")
     refused = gate(pytester, f"--multiarch-image={ref}", "--arch=arm64", "-k", "binaries")
-    refused.assert_outcomes(failed=1, deselected=3)
+    refused.assert_outcomes(failed=1, deselected=6)
     refused.stdout.fnmatch_lines(["*/opt/helpers/x86-tool*"])
     allowed = gate(pytester, f"--multiarch-image={ref}", "--arch=arm64", "-k", "binaries",
                    "--multiarch-allow=/opt/helpers/*")
-    allowed.assert_outcomes(passed=1, deselected=3)
+    allowed.assert_outcomes(passed=1, deselected=6)
 
 
 def test_credentials_never_show_in_output_or_report(
@@ -110,7 +110,7 @@ def test_credentials_never_show_in_output_or_report(
     ref = f"{testbed.auth_registry}/corpus/busybox:1"
     result = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64,arm64", "-vv",
                   f"--multiarch-report={report}", "-k", "not smoke")
-    result.assert_outcomes(passed=6, deselected=2)
+    result.assert_outcomes(passed=12, deselected=2)
     everything = result.stdout.str() + result.stderr.str() + report.read_text()
     assert testbed.auth_password not in everything
     import base64
@@ -134,7 +134,7 @@ def test_wrong_credentials_fail_clearly_without_leaking(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", testbed.env["AUTH_REGISTRY_CA"])
     result = gate(pytester, f"--multiarch-image={testbed.auth_registry}/corpus/busybox:1",
                   "--arch=amd64", "-k", "platform", "-vv")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=6)
     out = result.stdout.str()
     assert secret not in out
     assert auth not in out
@@ -146,7 +146,7 @@ def test_missing_loader_fails_the_smoke_check_as_loader_missing(
 ) -> None:
     result = gate(pytester, f"--multiarch-image={testbed.ref('missing-loader')}", "--arch=arm64",
                   "-k", "smoke")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=6)
     result.stdout.fnmatch_lines([
         "*/usr/bin/hello is dynamically linked and asks for the loader /lib/ld-linux-aarch64.so.1,"
         " which is not in the image*: the default command cannot start (this is not the "
@@ -161,7 +161,7 @@ def test_corrupt_layer_in_the_smoke_check_is_a_digest_mismatch(
 ) -> None:
     result = gate(pytester, f"--multiarch-image={testbed.ref('corrupt')}", "--arch=arm64",
                   "-k", "smoke")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=6)
     result.stdout.fnmatch_lines([
         "*refused a layer of *corrupt@sha256:* for linux/arm64: filesystem layer verification "
         "failed for digest sha256:*. A blob in the registry does not hash to its digest*",
@@ -178,7 +178,7 @@ def test_a_service_that_stays_up_passes_the_smoke_check_in_bounded_time(
     result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", "--arch=amd64,arm64",
                   "-k", "smoke", "--multiarch-smoke-cmd=sleep 600",
                   "--multiarch-smoke-timeout=1")
-    result.assert_outcomes(passed=2, deselected=6)
+    result.assert_outcomes(passed=2, deselected=12)
     result.stdout.fnmatch_lines([
         f"multiarch: smoke of {testbed.ref('busybox')} [[]amd64[]]: still running after 1s (1s x "
         "emulation 1.0), counted as a service that started and stays up; give "
@@ -195,7 +195,7 @@ def test_a_command_that_exits_non_zero_still_fails_the_smoke_check(
     result = gate(pytester, f"--multiarch-image={testbed.ref('busybox')}", "--arch=amd64",
                   "-k", "smoke", "--multiarch-smoke-cmd=sh -c 'exit 3'",
                   "--multiarch-smoke-timeout=30")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=6)
     result.stdout.fnmatch_lines(["*exited 3 after *", "*smoke *| FAIL CommandFailed*"])
 
 
@@ -206,12 +206,12 @@ def test_gate_only_collects_no_test_files(pytester: pytest.Pytester, testbed: Te
     mixed = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64", "-k", "platform or local")
     assert mixed.ret != pytest.ExitCode.OK  # without the flag the directory's tests run too
     alone = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64", "--multiarch-gate-only")
-    alone.assert_outcomes(passed=4)
+    alone.assert_outcomes(passed=7)
     assert "test_local" not in alone.stdout.str()
     assert "no_such_module_here" not in alone.stdout.str()
     named = gate(pytester, f"--multiarch-image={ref}", "--arch=amd64", "--multiarch-gate-only",
                  "test_local.py")  # a path named on the command line is not run either
-    named.assert_outcomes(passed=4, deselected=1)
+    named.assert_outcomes(passed=7, deselected=1)
 
 
 def test_variant_mismatch_message_says_what_to_run_without_internal_names(
@@ -219,7 +219,7 @@ def test_variant_mismatch_message_says_what_to_run_without_internal_names(
 ) -> None:
     result = gate(pytester, f"--multiarch-image={testbed.ref('buildah-slip')}", "--arch=arm64",
                   "-k", "smoke")
-    result.assert_outcomes(failed=1, deselected=3)
+    result.assert_outcomes(failed=1, deselected=6)
     result.stdout.fnmatch_lines([
         "*the engine's copy of *buildah-slip@sha256:* is linux/amd64, not linux/arm64*Run the "
         "linux/arm64 variant by its own manifest digest (the linux/arm64 entry of the index), "

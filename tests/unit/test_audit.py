@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import pytest
 import zstandard
 
+from pytest_multiarch.audit.layerscan import SCHEMA
 from pytest_multiarch.audit.verdicts import (
     AuditResult,
     Kind,
@@ -639,12 +640,12 @@ def test_summaries_are_cached_by_digest(
     assert blobs.opens[layer.digest] == 1
     assert first.findings == second.findings
     assert first.elf_counts == second.elf_counts
-    (cached,) = (tmp_path / "cache" / "v2").iterdir()
+    (cached,) = (tmp_path / "cache" / f"v{SCHEMA}").iterdir()
     assert cached.name == layer.digest.replace(":", "-") + ".json"
     assert json.loads(cached.read_text())["digest"] == layer.digest
     cached.write_text("{not json")  # a damaged entry is scanned again and replaced
     assert audit(tmp_path, [layer], config(["/bin/app"])).layers_scanned == 1
-    assert json.loads(cached.read_text())["schema"] == 2
+    assert json.loads(cached.read_text())["schema"] == SCHEMA
 
 
 def test_default_cache_dir_is_resolved_at_call_time(
@@ -655,7 +656,8 @@ def test_default_cache_dir_is_resolved_at_call_time(
     layer = blobs.layer([file("bin/app", bins["arm64"])])
     audit_variant(IMAGE, Platform.parse("arm64"), config(["/bin/app"]), [layer],
                   host=Platform.parse("amd64"))
-    assert list((tmp_path / "xdg" / "pytest-multiarch" / "audit" / "v2").glob("sha256-*.json"))
+    cached = tmp_path / "xdg" / "pytest-multiarch" / "audit" / f"v{SCHEMA}"
+    assert list(cached.glob("sha256-*.json"))
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "pytest-multiarch" / "audit"
