@@ -43,8 +43,8 @@ def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:
     tc.check_container(container)
     ref = str(container.image)
     resolved = resolve_variant(state, ref, plat)
-    client = engine_client(state, plat, "multiarch_testcontainer")
-    runner: Any = state.runner(plat)
+    runner: Any = engine_client(state, plat, "multiarch_testcontainer")
+    client = runner.client  # testcontainers drives the Docker SDK client itself
     # Pulled by us, with the platform, and checked to be of it: testcontainers would pull
     # without a platform, and the engine's copy is verified here either way.
     runner.ensure_image(resolved.pinned, plat)

@@ -81,5 +81,5 @@ def test_user_fixtures(pytester: pytest.Pytester, testbed: Testbed) -> None:
     ])
     result.stdout.fnmatch_lines([
         "*exited 3 after *broken*this is the application failing on this architecture*",
-        "*failing_command_shows_its_class *| FAIL CommandFailed *| FAIL CommandFailed*",
+        "*_command_shows_its_class *| FAIL CommandFailed *| FAIL CommandFailed*",
     ])
