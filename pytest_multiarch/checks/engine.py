@@ -16,8 +16,7 @@ from typing import Any, TypeAlias
 
 import docker
 
-from pytest_multiarch.checks.errors import CheckError, NotReady
-from pytest_multiarch.errors import CommandFailed, MultiarchError
+from pytest_multiarch.errors import CheckError, CommandFailed, MultiarchError, NotReady
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Session
 from pytest_multiarch.runners.docker.container import EngineContainer

@@ -27,11 +27,6 @@ import pymysql.cursors
 
 from pytest_multiarch.checks import consistency, workload
 from pytest_multiarch.checks.engine import Engine, as_platform, started_on, time_factor
-from pytest_multiarch.checks.errors import (
-    ReplicationBroken,
-    ReplicationLag,
-    ReplicationRefused,
-)
 from pytest_multiarch.checks.mariadb import (
     DEFAULT_MEM_LIMIT,
     Account,
@@ -45,6 +40,11 @@ from pytest_multiarch.checks.verdicts import (
     RowDifference,
     TableVerdict,
     WorkloadResult,
+)
+from pytest_multiarch.errors import (
+    ReplicationBroken,
+    ReplicationLag,
+    ReplicationRefused,
 )
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Deadline

@@ -38,7 +38,6 @@ from pytest_multiarch.checks.engine import (
     started_on,
     time_factor,
 )
-from pytest_multiarch.checks.errors import CheckError, NotReady, ServiceUnavailable
 from pytest_multiarch.checks.mariadb import (
     DEFAULT_MEM_LIMIT,
     Account,
@@ -46,6 +45,7 @@ from pytest_multiarch.checks.mariadb import (
     Password,
     start_mariadb,
 )
+from pytest_multiarch.errors import CheckError, NotReady, ServiceUnavailable
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Deadline
 from pytest_multiarch.runners.docker.container import EngineContainer

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from pytest_multiarch import ReplicationMismatch, ReplicationRefused
 from pytest_multiarch.checks import workload
-from pytest_multiarch.checks.errors import ReplicationMismatch, ReplicationRefused
 from pytest_multiarch.checks.replication import ReplicationPair, replication_pair
 from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform

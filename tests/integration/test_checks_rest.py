@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_multiarch.checks.errors import ResponsesDiffer, ServiceUnavailable
+from pytest_multiarch import ResponsesDiffer, ServiceUnavailable
 from pytest_multiarch.checks.rest import RestService, compare_responses, rest_service
 from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
