@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
+from examples import build_example
 
 from pytest_multiarch import ReplicationMismatch, ReplicationRefused
 from pytest_multiarch.checks import workload
@@ -24,25 +23,15 @@ from pytest_multiarch.runners.base import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = "127.0.0.1:5000"
 DB_IMAGE = f"{REGISTRY}/example/base-mariadb:bookworm"
-BUILD_TIMEOUT = 60 * 60
 CATCH_UP = 60.0  # native seconds; the library scales them by the replica's emulation factor
 
 
 @pytest.fixture(scope="module")
 def db_images(engine: Any) -> dict[str, str]:
     """Pinned MariaDB variants by arch (the base images are built on first use, then cached)."""
-    done = subprocess.run(
-        [str(ROOT / "example_project" / "images" / "build-base-images"), "--base", "mariadb"],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"example_project/images/build-base-images failed:\n{done.stderr[-3000:]}")
+    build_example("images/build-base-images", "--base", "mariadb")
     source, ref = open_source(DB_IMAGE, insecure_registries=[REGISTRY])
     return {a: resolve(source, ref, Platform.parse(a)).pinned for a in ("amd64", "arm64", "s390x")}
 
@@ -84,29 +73,26 @@ def test_replication_across_arches_loses_nothing(
         assert f"linux/{primary} (primary) -> linux/{replica} (replica)" in verdict.message
 
 
-def test_replica_restarted_mid_workload_catches_up(
-    engine: Any, db_images: dict[str, str], session_id: str
+@pytest.mark.parametrize(
+    ("primary", "replica", "rows", "kill"),
+    [pytest.param("amd64", "arm64", 6000, False, id="restarted"),
+     pytest.param("arm64", "amd64", 3000, True, id="killed")],
+)
+def test_replica_stopped_mid_workload_catches_up(
+    engine: Any, db_images: dict[str, str], session_id: str, primary: str, replica: str,
+    rows: int, kill: bool,
 ) -> None:
-    with _pair(engine, db_images, "amd64", "arm64", session_id) as pair:
+    with _pair(engine, db_images, primary, replica, session_id) as pair:
         restarts: list[float] = []
-        # The restart runs in a thread while the workload goes on writing to the primary.
-        pair.run_workload(6000, batch=100, fault=lambda: restarts.append(pair.restart_replica()))
+        # The restart (SIGTERM, or SIGKILL: a crash) runs in a thread while the workload goes on
+        # writing to the primary.
+        pair.run_workload(
+            rows, batch=100, fault=lambda: restarts.append(pair.restart_replica(kill=kill)))
         assert restarts, "the replica was restarted"
         pair.wait_caught_up(timeout=CATCH_UP)
         verdict = pair.compare()
         assert verdict.ok, verdict.message
-        assert sum(t.replica_rows for t in verdict.tables) == 6000
-
-
-def test_replica_killed_mid_workload_catches_up(
-    engine: Any, db_images: dict[str, str], session_id: str
-) -> None:
-    with _pair(engine, db_images, "arm64", "amd64", session_id) as pair:
-        pair.run_workload(3000, batch=100, fault=lambda: pair.restart_replica(kill=True))
-        pair.wait_caught_up(timeout=CATCH_UP)
-        verdict = pair.compare()
-        assert verdict.ok, verdict.message
-        assert sum(t.replica_rows for t in verdict.tables) == 3000
+        assert sum(t.replica_rows for t in verdict.tables) == rows
 
 
 def test_primary_restart_replication_resumes(
