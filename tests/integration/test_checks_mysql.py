@@ -110,14 +110,14 @@ def test_primary_restart_replication_resumes(
         assert pair.replica_status()["Slave_IO_Running"] == "Yes"
 
 
-def _diverge(pair: ReplicationPair) -> None:
+def _behind_replication(pair: ReplicationPair, *statements: str) -> None:
     """Write to the replica behind replication's back: sql_log_bin=0, straight to its tables."""
     conn = pair.replica.connect(workload.DATABASE)
     try:
         with conn.cursor() as cur:
             cur.execute("SET SESSION sql_log_bin = 0")
-            cur.execute("UPDATE mx_numbers SET d = -d WHERE id = 42")
-            cur.execute("DELETE FROM mx_text WHERE id = 301")
+            for statement in statements:
+                cur.execute(statement)
     finally:
         conn.close()
 
@@ -128,7 +128,8 @@ def test_checksum_mismatch_names_archs_tables_and_rows(
     with _pair(engine, db_images, "arm64", "amd64", session_id) as pair:
         pair.run_workload(600)
         pair.wait_caught_up(timeout=CATCH_UP)
-        _diverge(pair)
+        _behind_replication(pair, "UPDATE mx_numbers SET d = -d WHERE id = 42",
+                            "DELETE FROM mx_text WHERE id = 301")
         verdict = pair.compare()
     assert not verdict.ok
     assert verdict.mismatched_tables == ("mx_numbers", "mx_text")
@@ -178,14 +179,8 @@ def test_compare_is_honest_about_empty_and_extra_tables(
         assert "wrote no rows" in nothing.message
         pair.run_workload(300)
         pair.wait_caught_up(timeout=CATCH_UP)
-        conn = pair.replica.connect(workload.DATABASE)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET SESSION sql_log_bin = 0")
-                cur.execute("CREATE TABLE mx_stray (id INT PRIMARY KEY)")
-                cur.execute("INSERT INTO mx_stray VALUES (1)")
-        finally:
-            conn.close()
+        _behind_replication(pair, "CREATE TABLE mx_stray (id INT PRIMARY KEY)",
+                            "INSERT INTO mx_stray VALUES (1)")
         verdict = pair.compare()
     assert not verdict.ok
     assert verdict.extra_tables == ("mx_stray",)
