@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pytest_multiarch.errors import EngineUnavailable, MultiarchError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Runner, Session
-from pytest_multiarch.runners.detect import EngineChoice, PodmanService, detect
+from pytest_multiarch.runners.detect import EngineChoice, detect
+from pytest_multiarch.runners.podman_service import PodmanService
 
 if TYPE_CHECKING:
     from pytest_multiarch.oci.registry import RegistryClient
