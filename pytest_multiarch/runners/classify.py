@@ -27,7 +27,7 @@ from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import RunResult, short_cmd
 
 __all__ = ["check_runs", "classify", "emulator_facts", "exec_format_binary",
-           "illegal_instruction", "under_max", "with_max_verdict"]
+           "illegal_instruction", "raise_classified", "under_max", "with_max_verdict"]
 
 _EXEC_FORMAT = re.compile(r"exec format error|invalid elf image for this architecture", re.I)
 _EXEC_BINARY = (
@@ -122,6 +122,16 @@ def classify(result: RunResult, *, hint: str = "") -> RunnerError | None:
         )
     error.logs = result.logs
     return error
+
+
+
+def raise_classified(result: RunResult) -> RunResult:
+    """*result*, unless it stands for a failure of the runner or emulator (:func:`classify`),
+    which is raised instead: what every runner's run() and exec() return."""
+    error = classify(result)
+    if error is not None:
+        raise error
+    return result
 
 
 _SIGILL = re.compile(r"uncaught target signal 4\b|illegal instruction", re.I)

@@ -19,7 +19,7 @@ import requests.exceptions
 from pytest_multiarch.errors import CommandNotFound, RunnerError, RunTimeout
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Command, RunResult, as_argv, short_cmd
-from pytest_multiarch.runners.classify import check_runs, classify
+from pytest_multiarch.runners.classify import check_runs, raise_classified
 from pytest_multiarch.runners.docker.cleanup import sigint_deferred
 from pytest_multiarch.runners.docker.connection import engine_lost
 from pytest_multiarch.runners.docker.create import NOT_FOUND_MARKERS, start_failure
@@ -183,10 +183,7 @@ class EngineContainer:
             self.image, self.platform, argv, -1 if code is None else int(code), out, err,
             time.monotonic() - started, out + err, oom_killed=oom, mem_limit=self.mem_limit,
         )
-        classified = classify(result)
-        if classified is not None:
-            raise classified
-        return result
+        return raise_classified(result)
 
     def _exec_timeout(self, argv: tuple[str, ...], timeout: float) -> RunTimeout:
         error = RunTimeout(

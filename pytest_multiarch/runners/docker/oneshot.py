@@ -15,7 +15,7 @@ import docker.errors
 from pytest_multiarch.errors import RunTimeout
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import RunResult, short_cmd
-from pytest_multiarch.runners.classify import classify
+from pytest_multiarch.runners.classify import raise_classified
 from pytest_multiarch.runners.docker.container import text_of
 from pytest_multiarch.runners.docker.create import start_failure
 from pytest_multiarch.runners.docker.stream import AttachedOutput, attach
@@ -77,10 +77,7 @@ def run_created(runner: EngineRunner, container: Any, job: Job) -> RunResult:
     )
     if timed_out.is_set():
         raise _timeout_error(result, job.budget)
-    classified = classify(result)
-    if classified is not None:
-        raise classified
-    return result
+    return raise_classified(result)
 
 
 def _kill(container: Any, flag: threading.Event) -> None:

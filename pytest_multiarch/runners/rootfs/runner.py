@@ -50,7 +50,7 @@ from pytest_multiarch.runners.base import (
     parse_mem_limit,
     short_cmd,
 )
-from pytest_multiarch.runners.classify import classify, emulator_facts, under_max
+from pytest_multiarch.runners.classify import emulator_facts, raise_classified, under_max
 from pytest_multiarch.runners.common import RunnerBase
 from pytest_multiarch.runners.rootfs.cgroup import MemoryCgroup
 from pytest_multiarch.runners.rootfs.process import (
@@ -252,10 +252,7 @@ class RootfsRunner(RunnerBase):
         result = RunResult(code, stdout, stderr, time.monotonic() - job.started, stdout + stderr,
                            job.image, job.platform, job.argv, job.where(job.platform),
                            job.emulated, oom, limit, status, extra, job.cpu_model)
-        classified = classify(result)
-        if classified is not None:
-            raise classified
-        return result
+        return raise_classified(result)
 
     def start(
         self,
