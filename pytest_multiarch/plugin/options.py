@@ -2,7 +2,7 @@
 
 Precedence is pytest-django's: command-line option, then environment variable, then ini key, then
 the default.  Every resolved value remembers where it came from so the report header can say so.
-The values themselves are parsed by :mod:`pytest_multiarch.plugin.values`.
+The values themselves are parsed in :mod:`pytest_multiarch.plugin.values`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,22 @@ import pytest
 
 from pytest_multiarch.oci.attestations import KINDS as ATTESTATION_KINDS
 from pytest_multiarch.platforms import valid_names
-from pytest_multiarch.plugin import values
-from pytest_multiarch.plugin.values import usage_error
+from pytest_multiarch.plugin.values import (
+    cache_problem,
+    check_engine,
+    parse_archs,
+    parse_attestation_kinds,
+    parse_expect_platforms,
+    parse_hosts,
+    parse_reference_arch,
+    parse_run_timeout,
+    parse_smoke_timeout,
+    parse_unpack_limit,
+    split_cmd,
+    usage_error,
+    validate_image,
+    validate_size,
+)
 from pytest_multiarch.session.settings import (
     DEFAULT_MEM_LIMIT,
     DEFAULT_RUN_TIMEOUT,
@@ -222,8 +236,8 @@ def _variant_settings(config: pytest.Config) -> dict[str, Any]:
     allow = tuple(config.getoption("multiarch_allow_packages")
                   or config.getini("multiarch_allow_packages"))
     return {
-        "expect_platforms_from": values.parse_expect_platforms(expect) if expect else None,
-        "require_attestations_from": values.parse_attestation_kinds(require) if require else None,
+        "expect_platforms_from": parse_expect_platforms(expect) if expect else None,
+        "require_attestations_from": parse_attestation_kinds(require) if require else None,
         "allow_packages": allow,
     }
 
@@ -232,30 +246,30 @@ def _unpack_limit(config: pytest.Config, what: str) -> Sourced[int] | None:
     """``--multiarch-unpack-max-bytes`` or ``-files``, validated; None: the runner's default."""
     raw = _pick(config, f"multiarch_unpack_max_{what}",
                 f"PYTEST_MULTIARCH_UNPACK_MAX_{what.upper()}", f"multiarch_unpack_max_{what}")
-    return values.parse_unpack_limit(raw, what) if raw is not None else None
+    return parse_unpack_limit(raw, what) if raw is not None else None
 
 
 def load(config: pytest.Config) -> MultiarchConfig:
     """Resolve and validate every multiarch setting; bad values raise ``pytest.UsageError``."""
-    archs = values.parse_archs(
+    archs = parse_archs(
         _pick(config, "multiarch_archs", "PYTEST_MULTIARCH_ARCHS", "multiarch_archs")
     )
     host_entries = config.getoption("multiarch_arch_hosts") or list(
         config.getini("multiarch_arch_hosts")
     )
-    engine = values.check_engine(
+    engine = check_engine(
         _pick(config, "multiarch_engine", "PYTEST_MULTIARCH_ENGINE", "multiarch_engine")
         or Sourced("auto", "default")
     )
     mem = _pick(config, "multiarch_mem_limit", "PYTEST_MULTIARCH_MEM_LIMIT",
                 "multiarch_mem_limit")
     mem_limit = mem.value.strip() if mem else DEFAULT_MEM_LIMIT
-    values.validate_size(mem_limit)
-    run_timeout = values.run_timeout(_pick(config, "multiarch_run_timeout",
-                                           "PYTEST_MULTIARCH_RUN_TIMEOUT", "multiarch_run_timeout"))
+    validate_size(mem_limit)
+    run_timeout = parse_run_timeout(_pick(config, "multiarch_run_timeout",
+                                          "PYTEST_MULTIARCH_RUN_TIMEOUT", "multiarch_run_timeout"))
     images = tuple(config.getoption("multiarch_images") or config.getini("multiarch_images"))
     for image in images:
-        values.validate_image(image)
+        validate_image(image)
     gate_only = bool(config.getoption("multiarch_gate_only"))
     if gate_only and not images:
         raise usage_error("--multiarch-gate-only needs --multiarch-image=REF (the image to gate)")
@@ -267,20 +281,20 @@ def load(config: pytest.Config) -> MultiarchConfig:
         raise usage_error("--multiarch-changed-only needs --multiarch-baseline=PATH")
     cache = config.getoption("multiarch_cache_dir") or os.environ.get("PYTEST_MULTIARCH_CACHE")
     cache_dir = Path(cache).expanduser() if cache else None
-    reference_arch = values.parse_reference_arch(config.getoption("multiarch_reference_arch"))
+    reference_arch = parse_reference_arch(config.getoption("multiarch_reference_arch"))
     return MultiarchConfig(
         arch_cpus=_parse_cpus(config),
         archs=archs,
         arch_required=_bool(config, "multiarch_arch_required", "PYTEST_MULTIARCH_ARCH_REQUIRED",
                             "multiarch_arch_required"),
         images=tuple(i.strip() for i in images),
-        arch_hosts=values.parse_hosts(list(host_entries)),
+        arch_hosts=parse_hosts(list(host_entries)),
         engine=engine,
         mem_limit=mem_limit,
         run_timeout=run_timeout,
         allow_foreign=tuple(config.getoption("multiarch_allow")
                             or config.getini("multiarch_allow_foreign")),
-        smoke_cmd=tuple(values.split_cmd(smoke)) if smoke else None,
+        smoke_cmd=tuple(split_cmd(smoke)) if smoke else None,
         report_path=Path(report) if report else None,
         baseline_path=Path(baseline) if baseline else None,
         changed_only=changed_only,
@@ -289,8 +303,8 @@ def load(config: pytest.Config) -> MultiarchConfig:
         cache_dir=cache_dir,
         reference_arch=reference_arch,
         gate_only=gate_only,
-        smoke_timeout=values.smoke_timeout(config.getoption("multiarch_smoke_timeout")),
-        cache_problem=values.cache_problem(cache_dir) if cache_dir is not None else "",
+        smoke_timeout=parse_smoke_timeout(config.getoption("multiarch_smoke_timeout")),
+        cache_problem=cache_problem(cache_dir) if cache_dir is not None else "",
         unpack_max_bytes=_unpack_limit(config, "bytes"),
         unpack_max_files=_unpack_limit(config, "files"),
         **_variant_settings(config),

@@ -177,7 +177,7 @@ def validate_image(text: str) -> None:
         raise usage_error(f"--multiarch-image={text!r}: {exc}") from None
 
 
-def run_timeout(raw: Sourced[str] | None) -> Sourced[float]:
+def parse_run_timeout(raw: Sourced[str] | None) -> Sourced[float]:
     if raw is None:
         return Sourced(DEFAULT_RUN_TIMEOUT, "default")
     try:
@@ -190,7 +190,7 @@ def run_timeout(raw: Sourced[str] | None) -> Sourced[float]:
     return Sourced(value, raw.source)
 
 
-def smoke_timeout(text: str | None) -> float:
+def parse_smoke_timeout(text: str | None) -> float:
     if text is None:
         return DEFAULT_SMOKE_TIMEOUT
     try:
