@@ -22,6 +22,7 @@ from typing import Any
 
 from pytest_multiarch.audit import elf
 from pytest_multiarch.audit.elf import ElfHeader, InvalidElf
+from pytest_multiarch.audit.entries import Entry, Op
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
 from pytest_multiarch.audit.imagefs import Dir, Filesystem, PathMissing, SymlinkLoop
 from pytest_multiarch.audit.layerscan import (
@@ -33,7 +34,6 @@ from pytest_multiarch.audit.layerscan import (
     scan_layer,
     scan_layers,
 )
-from pytest_multiarch.audit.tarscan import Entry, Op
 from pytest_multiarch.errors import UsageError
 from pytest_multiarch.platforms import EM_ARM, ArchInfo, Platform
 

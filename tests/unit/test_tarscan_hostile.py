@@ -20,7 +20,8 @@ import pytest
 
 from pytest_multiarch.audit.findings import Kind
 from pytest_multiarch.audit.layerscan import Layer, scan_layer
-from pytest_multiarch.audit.tarscan import TarError, TarScanner
+from pytest_multiarch.audit.tarheader import TarError
+from pytest_multiarch.audit.tarscan import TarScanner
 from pytest_multiarch.errors import MultiarchError
 
 DIGEST = "sha256:" + "cd" * 32
