@@ -265,6 +265,7 @@ class TarScanner:
             elf_header, used = self._arm_level(elf_header, size)
         self.entries.append(Entry(Op.FILE, path, "", octal(block[100:108]), elf_header, shebang))
         return used
+
     def _capture(self, path: str, size: int) -> int:
         """Read the package database at ``_pos`` whole (bounded); return the bytes consumed."""
         if size > packages.MAX_DB_BYTES:
