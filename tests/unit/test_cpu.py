@@ -17,7 +17,8 @@ from pytest_multiarch.audit.elf import ElfHeader, parse_elf
 from pytest_multiarch.errors import CommandFailed, EmulatorCrash, UsageError
 from pytest_multiarch.host import cpu
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.runners.base import RunResult, check_runs, classify, with_max_verdict
+from pytest_multiarch.runners.base import RunResult
+from pytest_multiarch.runners.classify import check_runs, classify, with_max_verdict
 
 P = Platform.parse
 
