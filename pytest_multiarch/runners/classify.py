@@ -240,10 +240,11 @@ def under_max(
     """*error* with the verdict of the same command once more on qemu's newest CPU model.
 
     *again* runs it on the model it is given.  A run that named its model (*asked*: the re-run
-    itself) says no more, nor does one that already ran on the newest (*ran_on*).
+    itself) says no more, nor does one that already ran on the newest (*ran_on*), nor a native
+    run (*ran_on* empty): there is no emulated CPU to swap, the same silicon would answer again.
     """
     newest = cpu.max_model(platform)
-    if asked is not None or ran_on == newest:
+    if asked is not None or not ran_on or ran_on == newest:
         return error
     try:
         result = again(newest)
