@@ -22,12 +22,10 @@ from pytest_multiarch.audit.entries import Entry, Op
 from pytest_multiarch.audit.findings import Finding, Kind, Severity
 from pytest_multiarch.audit.imagefs import Dir, Filesystem, PathMissing, SymlinkLoop
 from pytest_multiarch.errors import UsageError
-from pytest_multiarch.platforms import EM_ARM, ArchInfo, Platform
+from pytest_multiarch.platforms import DEFAULT_PATH, EM_ARM, ArchInfo, Platform
 
 __all__ = ["VariantRules"]
 
-#: Docker's PATH for images whose config sets none.
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MAX_SCRIPT_DEPTH = 4  # the kernel gives up (ELOOP) on longer chains of #! interpreters
 
 #: Verdicts that rest on something being absent, which an unread layer may have held.

@@ -140,7 +140,8 @@ def test_the_max_rerun_happens_only_for_an_emulated_run_on_a_named_model() -> No
 
     platform = P("arm64")
     verdict = under_max(error, platform, asked=None, ran_on="cortex-a72", again=again)
-    assert reruns == ["max"] and getattr(verdict, "passes_under_max", None) is True
+    assert reruns == ["max"]
+    assert getattr(verdict, "passes_under_max", None) is True
     # Natively (no model), on the newest already, or as the re-run itself: no second run.
     for asked, ran_on in ((None, ""), (None, "max"), ("max", "cortex-a72")):
         assert under_max(error, platform, asked=asked, ran_on=ran_on, again=again) is error

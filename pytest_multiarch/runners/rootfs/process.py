@@ -19,15 +19,14 @@ from typing import Any
 
 from pytest_multiarch.errors import RunTimeout, UsageError
 from pytest_multiarch.host import binfmt
-from pytest_multiarch.platforms import Platform
+from pytest_multiarch.platforms import DEFAULT_PATH, Platform
 from pytest_multiarch.runners.base import short_cmd
 from pytest_multiarch.runners.rootfs.cgroup import MemoryCgroup
 from pytest_multiarch.runners.rootfs.launcher import LAUNCHER
 from pytest_multiarch.runners.rootfs.tree import Rootfs
 
-__all__ = ["DEFAULT_PATH", "Job", "chroot_argv", "execute", "proot_argv", "text"]
+__all__ = ["Job", "chroot_argv", "execute", "proot_argv", "text"]
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _DEV_NODES = ("null", "zero", "full", "random", "urandom")
 
 

@@ -38,7 +38,7 @@ from pytest_multiarch.errors import (
     UsageError,
 )
 from pytest_multiarch.host import binfmt
-from pytest_multiarch.platforms import Platform
+from pytest_multiarch.platforms import DEFAULT_PATH, Platform
 from pytest_multiarch.runners.base import (
     DEFAULT_MEM_LIMIT,
     DEFAULT_RUN_TIMEOUT,
@@ -54,7 +54,6 @@ from pytest_multiarch.runners.classify import emulator_facts, raise_classified, 
 from pytest_multiarch.runners.common import RunnerBase
 from pytest_multiarch.runners.rootfs.cgroup import MemoryCgroup
 from pytest_multiarch.runners.rootfs.process import (
-    DEFAULT_PATH,
     Job,
     chroot_argv,
     execute,
