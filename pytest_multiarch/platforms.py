@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 from pytest_multiarch.errors import UnknownPlatformError
 
+#: The PATH Docker (moby's oci defaults) gives a Linux container whose image config sets none:
+#: what the audit resolves a bare entrypoint against and what the rootfs runner runs with.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 # ELF e_machine values (elf.h).
 EM_386 = 3
 EM_MIPS = 8

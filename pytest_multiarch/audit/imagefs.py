@@ -9,8 +9,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from pytest_multiarch.audit.entries import Entry, Op
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
-from pytest_multiarch.audit.tarscan import Entry, Op
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit.layerscan import LayerSummary

@@ -30,9 +30,11 @@ from pytest_multiarch.audit.decompress import (
     decompressed,
     decompression_errors,
 )
+from pytest_multiarch.audit.entries import Entry
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
 from pytest_multiarch.audit.packages import DbFile
-from pytest_multiarch.audit.tarscan import Entry, TarError, TarScanner, TarTruncated
+from pytest_multiarch.audit.tarheader import TarError, TarTruncated
+from pytest_multiarch.audit.tarscan import TarScanner
 from pytest_multiarch.errors import DigestMismatchError, MultiarchError, UsageError
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_multiarch.audit.entries import Op
 from pytest_multiarch.audit.findings import short_digest
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ BY_NATURE = (
 )
 
 
-_REMOVING = frozenset(("w", "q"))
+_REMOVING = frozenset((Op.WHITEOUT, Op.OPAQUE))
 
 
 def is_db_path(path: str) -> bool:
@@ -240,12 +241,11 @@ def variant_packages(
     files: dict[str, tuple[DbFile, str]] = {}
     for summary in summaries:
         for entry in summary.entries:
-            # Op.WHITEOUT and Op.OPAQUE by value: tarscan imports this module, not the reverse.
             if entry.op in _REMOVING:
                 # A whiteout removes the path and what is under it; an opaque directory only
                 # what is under it (from the layers below, not from its own layer: see below).
                 prefix = entry.path.rstrip("/") + "/"
-                whiteout = entry.op == "w"
+                whiteout = entry.op == Op.WHITEOUT
                 for path in [p for p in files
                              if p.startswith(prefix) or (whiteout and p == entry.path)]:
                     del files[path]

@@ -1,30 +1,39 @@
 """A streaming tar reader that keeps only what the audit needs of each member.
 
-It reads a decompressed layer into one reusable buffer, records each member as an :class:`Entry`
-(path, type, mode, link target, whiteouts), looks at the first bytes of each regular file (ELF
-header and PT_INTERP, or a ``#!`` line) and skips the rest: a layer is never extracted and never
-held in memory.
+It reads a decompressed layer into one reusable buffer, records each member as an
+:class:`~pytest_multiarch.audit.entries.Entry` (path, type, mode, link target, whiteouts), looks at
+the first bytes of each regular file (ELF header and PT_INTERP, or a ``#!`` line) and skips the
+rest: a layer is never extracted and never held in memory.  The header fields themselves are
+decoded by :mod:`~pytest_multiarch.audit.tarheader`.
 """
 
 from __future__ import annotations
 
-import struct
 import zlib
-from collections.abc import Sequence
 from dataclasses import replace
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
 from pytest_multiarch.audit import cpulevel, elf, packages
 from pytest_multiarch.audit.elf import ElfHeader, InvalidElf
+from pytest_multiarch.audit.entries import Entry, Op
 from pytest_multiarch.audit.findings import Finding, Kind, Severity, short_digest
-from pytest_multiarch.errors import CorruptLayer
+from pytest_multiarch.audit.tarheader import (
+    TarError,
+    TarTruncated,
+    check_signed,
+    member_name,
+    number,
+    octal,
+    padded,
+    parse_pax,
+    text,
+)
 from pytest_multiarch.platforms import EM_ARM
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit.decompress import ReadInto
 
-__all__ = ["Entry", "Op", "TarError", "TarScanner", "TarTruncated"]
+__all__ = ["TarScanner"]
 
 _BUFFER = 1 << 20  # decompressed bytes per read; the only large allocation of a scan
 _MAX_PAX = 256 * 1024  # a pax or GNU long-name record larger than this is not a real archive
@@ -40,95 +49,6 @@ _GNU_LONGNAME, _GNU_LONGLINK = ord("L"), ord("K")
 _EXTENSIONS = frozenset((_PAX, _SOLARIS_PAX, _GLOBAL_PAX, _GNU_LONGNAME, _GNU_LONGLINK))
 _LINKS = frozenset((_HARDLINK, _SYMLINK))
 _NOT_REGULAR = frozenset(b"123456")  # links, devices, directory, fifo
-
-
-class Op(StrEnum):
-    """What a layer member does to the filesystem (one letter: cached summaries stay small)."""
-
-    FILE = "f"
-    DIR = "d"
-    SYMLINK = "l"
-    HARDLINK = "h"
-    OTHER = "o"  # device, fifo: present, never executable
-    WHITEOUT = "w"  # path: what the layer deletes from the layers below
-    OPAQUE = "q"  # path: the directory whose lower contents the layer hides
-
-
-class Entry(NamedTuple):
-    """One member of a layer, as far as the audit cares (a tuple: tens of thousands per layer)."""
-
-    op: Op
-    path: str  # absolute, normalized
-    target: str = ""  # symlink target as written; hardlink target normalized
-    mode: int = 0
-    elf: ElfHeader | InvalidElf | None = None
-    shebang: tuple[str, str] | None = None  # (interpreter, argument)
-
-    def to_json(self) -> list[Any]:
-        if self.op is Op.FILE:
-            out: list[Any] = [self.op.value, self.path, self.mode, _elf_to_json(self.elf),
-                              list(self.shebang) if self.shebang else None]
-            while out[-1] is None:
-                out.pop()
-            return out
-        if self.target:
-            return [self.op.value, self.path, self.target]
-        return [self.op.value, self.path]
-
-    @classmethod
-    def from_json(cls, obj: Sequence[Any]) -> Entry:
-        op = Op(obj[0])
-        if op is Op.FILE:
-            shebang = obj[4] if len(obj) > 4 else None
-            return cls(op, str(obj[1]), mode=int(obj[2]),
-                       elf=_elf_from_json(obj[3] if len(obj) > 3 else None),
-                       shebang=(str(shebang[0]), str(shebang[1])) if shebang else None)
-        return cls(op, str(obj[1]), str(obj[2]) if len(obj) > 2 else "")
-
-
-def _elf_to_json(header: ElfHeader | InvalidElf | None) -> Any:
-    if header is None:
-        return None
-    if isinstance(header, InvalidElf):
-        return {"invalid": header.reason}
-    return [header.elf_class, header.little_endian, header.e_type, header.machine, header.flags,
-            header.interp, header.has_interp, header.has_dynamic, header.needed, header.complete,
-            header.cpu_level]
-
-
-def _elf_from_json(obj: Any) -> ElfHeader | InvalidElf | None:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return InvalidElf(str(obj["invalid"]))
-    cls, le, e_type, machine, flags, interp, has_interp, has_dyn, needed, complete, level = obj
-    return ElfHeader(int(cls), bool(le), int(e_type), int(machine), int(flags),
-                     None if interp is None else str(interp), bool(has_interp), bool(has_dyn),
-                     int(needed), bool(complete), str(level))
-
-
-class TarError(CorruptLayer):
-    """The tar stream is not a valid archive.
-
-    Raised by :meth:`TarScanner.run` with the layer's digest, the member and the byte offset of
-    its header, so the message alone says where to look.
-    """
-
-    def __init__(self, problem: str, *, layer: str = "", member: str = "",
-                 at: int | None = None) -> None:
-        super().__init__(problem)
-        self.problem, self.layer, self.member, self.at = problem, layer, member, at
-
-    def __str__(self) -> str:
-        if not self.layer:
-            return self.problem
-        where = f"the header at byte {self.at} of the tar"
-        where += f", member {self.member!r}" if self.member else ""
-        return f"layer {short_digest(self.layer)}: corrupt tar: {self.problem} ({where})"
-
-
-class TarTruncated(TarError):
-    """The tar stream ends inside a header or a member."""
 
 
 class TarScanner:
@@ -152,6 +72,11 @@ class TarScanner:
         self.package_files: list[packages.DbFile] = []
         # A prefix no path has turns the check off without a branch in the hot loop.
         self._db_prefixes = packages.DB_PREFIXES if read_packages else ("\0",)
+        # pax and GNU long-name records read, for the member whose header comes next
+        self._pax: dict[str, str] = {}
+        self._long_name: str | None = None
+        self._long_link: str | None = None
+        self._extended = False  # whether any of the three says something
 
     # buffer handling ---------------------------------------------------------------------------
 
@@ -199,7 +124,7 @@ class TarScanner:
         if self._fill(size) < size:
             raise TarTruncated("the archive ends inside an extended header")
         data = bytes(self._mv[self._pos : self._pos + size])
-        self._skip(_padded(size))
+        self._skip(padded(size))
         return data
 
     def drain(self) -> None:
@@ -221,91 +146,35 @@ class TarScanner:
                             at=self.header_at) from None
 
     def _members(self) -> None:
-        # The hot loop of a scan: one pass per member, so it avoids calls it can do without
-        # (a /usr layer has tens of thousands of members; each microsecond here is ~2% of the
-        # decompression floor).
-        pax: dict[str, str] = {}
-        long_name: str | None = None
-        long_link: str | None = None
-        buf, add, db_prefixes = self._buf, self.entries.append, self._db_prefixes
-        while True:
-            if not (pax or long_name or long_link):
-                self.header_at, self.current = self.tar_bytes - (self._end - self._pos), ""
-            if self._end - self._pos < 512:
-                have = self._fill(512)
-                if have == 0:
-                    return  # EOF at a member boundary without the end marker: tolerated, like Go
-                if have < 512:
-                    raise TarTruncated("the archive ends inside a member header")
-            pos = self._pos
-            block = buf[pos : pos + 512]  # a bytearray copy; no further bytes() copy needed
-            self._pos = pos + 512
-            if block == _ZERO_BLOCK:
-                return
-            # The header checksum is the sum of its bytes (the field itself as spaces).  adler32's
-            # low half is 1 + that sum modulo 65521, computed in C: a mismatch there is certain,
-            # a match leaves only differences of exact multiples of 65521 undetected.
-            try:
-                stored = int(block[148:156].strip(b" \0"), 8)
-                size = int(block[124:136].strip(b" \0") or b"0", 8)
-            except ValueError:  # base-256 (past 8 GiB), or garbage: the careful way
-                stored, size = _number(block[148:156]), _number(block[124:136])
-            if (stored + sum(block[148:156]) - 255) % 65521 != zlib.adler32(block) & 0xFFFF:
-                _check_signed(block, stored)
-            if not 0 <= size <= _MAX_SIZE:  # int() reads "-1" in octal too, not only base-256
-                self.current = _name(block)
-                raise TarError(f"member size {size} is out of range (0 to 2**63-1)")
+        # The hot loop of a scan: one pass per member (a /usr layer has tens of thousands of
+        # members; each microsecond here is ~2% of the decompression floor), so the common
+        # member, a plain header with no records before it, costs two calls: its header and,
+        # if it is a regular file, the file.
+        add = self.entries.append
+        while header := self._header():
+            block, size = header
             typeflag = block[156]
             if typeflag in _EXTENSIONS:
-                if typeflag in (_PAX, _SOLARIS_PAX):
-                    pax = _parse_pax(self._take(size))
-                elif typeflag == _GNU_LONGNAME:
-                    long_name = _text(self._take(size))
-                elif typeflag == _GNU_LONGLINK:
-                    long_link = _text(self._take(size))
-                else:
-                    self._take(size)  # global pax records: nothing the audit needs
+                self._extension(typeflag, size)
                 continue
-            if pax or long_name or long_link:
-                if "size" in pax and pax["size"].isascii() and pax["size"].isdigit():
-                    size = int(pax["size"])
-                    if size > _MAX_SIZE:
-                        self.current = _name(block)
-                        raise TarError(f"pax size {size} is out of range (0 to 2**63-1)")
-                name = long_name or pax.get("GNU.sparse.name") or pax.get("path") or _name(block)
-                link = long_link or pax.get("linkpath") or _text(block[157:257])
-                sniff = "GNU.sparse.major" not in pax  # its data starts with a sparse map
-                pax, long_name, long_link = {}, None, None
+            if self._extended:
+                name, link, size, sniff = self._extended_member(block, size)
             else:
                 name = block[:100].partition(b"\0")[0].decode("utf-8", "surrogateescape")
                 if block[345] and block[257:263] == b"ustar\x00":  # POSIX ustar prefix field
-                    name = f"{_text(block[345:500])}/{name}"
-                link = _text(block[157:257]) if typeflag in _LINKS else ""
+                    name = f"{text(block[345:500])}/{name}"
+                link = text(block[157:257]) if typeflag in _LINKS else ""
                 sniff = True
             self.current = name
             if not name or name[0] in "/." or "//" in name or "/." in name:
                 path = self._normalized(name)
             else:
                 path = "/" + name.rstrip("/")
-            padded = (size + 511) & ~511
+            skip = (size + 511) & ~511
             if ".wh." in path and self._whiteout(path):
                 pass
-            elif (path.startswith(db_prefixes) and typeflag not in _NOT_REGULAR
-                  and packages.is_db_path(path)):
-                add(Entry(Op.FILE, path, "", _octal(block[100:108])))
-                padded -= self._capture(path, size)
             elif typeflag not in _NOT_REGULAR:  # POSIX: unknown types read as regular files
-                if self._end - self._pos < 4:
-                    self._fill(4)
-                magic = buf[self._pos : self._pos + 4]
-                if sniff and size > 3 and (magic == elf.ELF_MAGIC or magic[:2] == b"#!"):
-                    elf_header, shebang = self._sniff(size)
-                    if isinstance(elf_header, ElfHeader) and elf_header.machine == EM_ARM:
-                        elf_header, used = self._arm_level(elf_header, size)
-                        padded -= used
-                    add(Entry(Op.FILE, path, "", _octal(block[100:108]), elf_header, shebang))
-                else:
-                    add(Entry(Op.FILE, path, "", _octal(block[100:108])))
+                skip -= self._regular(block, path, size, sniff)
             elif typeflag == _DIRECTORY:
                 if path != "/":
                     add(Entry(Op.DIR, path))
@@ -315,10 +184,87 @@ class TarScanner:
                 add(Entry(Op.HARDLINK, path, self._normalized(link)))
             else:
                 add(Entry(Op.OTHER, path))
-            if padded <= self._end - self._pos:
-                self._pos += padded
+            if skip <= self._end - self._pos:
+                self._pos += skip
             else:
-                self._skip(padded)
+                self._skip(skip)
+
+    def _header(self) -> tuple[bytearray, int] | None:
+        """The next header block and its member's size, both checked; None at the end."""
+        if not self._extended:
+            self.header_at, self.current = self.tar_bytes - (self._end - self._pos), ""
+        if self._end - self._pos < 512:
+            have = self._fill(512)
+            if have == 0:
+                return None  # EOF at a member boundary without the end marker: tolerated, like Go
+            if have < 512:
+                raise TarTruncated("the archive ends inside a member header")
+        pos = self._pos
+        block = self._buf[pos : pos + 512]  # a bytearray copy; no further bytes() copy needed
+        self._pos = pos + 512
+        if block == _ZERO_BLOCK:
+            return None
+        # The header checksum is the sum of its bytes (the field itself as spaces).  adler32's
+        # low half is 1 + that sum modulo 65521, computed in C: a mismatch there is certain,
+        # a match leaves only differences of exact multiples of 65521 undetected.
+        try:
+            stored = int(block[148:156].strip(b" \0"), 8)
+            size = int(block[124:136].strip(b" \0") or b"0", 8)
+        except ValueError:  # base-256 (past 8 GiB), or garbage: the careful way
+            stored, size = number(block[148:156]), number(block[124:136])
+        if (stored + sum(block[148:156]) - 255) % 65521 != zlib.adler32(block) & 0xFFFF:
+            check_signed(block, stored)
+        if not 0 <= size <= _MAX_SIZE:  # int() reads "-1" in octal too, not only base-256
+            self.current = member_name(block)
+            raise TarError(f"member size {size} is out of range (0 to 2**63-1)")
+        return block, size
+
+    def _extension(self, typeflag: int, size: int) -> None:
+        """Read a pax or GNU long-name record: it describes the member whose header follows."""
+        if typeflag in (_PAX, _SOLARIS_PAX):
+            self._pax = parse_pax(self._take(size))
+        elif typeflag == _GNU_LONGNAME:
+            self._long_name = text(self._take(size))
+        elif typeflag == _GNU_LONGLINK:
+            self._long_link = text(self._take(size))
+        else:
+            self._take(size)  # global pax records: nothing the audit needs
+        self._extended = bool(self._pax or self._long_name or self._long_link)
+
+    def _extended_member(self, block: bytearray, size: int) -> tuple[str, str, int, bool]:
+        """Name, link target, size and whether to sniff the data of the member that the records
+        before its header describe; the records are used up."""
+        pax = self._pax
+        if "size" in pax and pax["size"].isascii() and pax["size"].isdigit():
+            size = int(pax["size"])
+            if size > _MAX_SIZE:
+                self.current = member_name(block)
+                raise TarError(f"pax size {size} is out of range (0 to 2**63-1)")
+        name = (self._long_name or pax.get("GNU.sparse.name") or pax.get("path")
+                or member_name(block))
+        link = self._long_link or pax.get("linkpath") or text(block[157:257])
+        sniff = "GNU.sparse.major" not in pax  # its data starts with a sparse map
+        self._pax, self._long_name, self._long_link, self._extended = {}, None, None, False
+        return name, link, size, sniff
+
+    def _regular(self, block: bytearray, path: str, size: int, sniff: bool) -> int:
+        """Record the regular file whose data starts at ``_pos`` (its ELF header or ``#!`` line
+        when *sniff* allows; the whole of a package database); return the data bytes consumed."""
+        if path.startswith(self._db_prefixes) and packages.is_db_path(path):
+            self.entries.append(Entry(Op.FILE, path, "", octal(block[100:108])))
+            return self._capture(path, size)
+        if self._end - self._pos < 4:
+            self._fill(4)
+        magic = self._buf[self._pos : self._pos + 4]
+        if not (sniff and size > 3 and (magic == elf.ELF_MAGIC or magic[:2] == b"#!")):
+            self.entries.append(Entry(Op.FILE, path, "", octal(block[100:108])))
+            return 0
+        elf_header, shebang = self._sniff(size)
+        used = 0
+        if isinstance(elf_header, ElfHeader) and elf_header.machine == EM_ARM:
+            elf_header, used = self._arm_level(elf_header, size)
+        self.entries.append(Entry(Op.FILE, path, "", octal(block[100:108]), elf_header, shebang))
+        return used
 
     def _capture(self, path: str, size: int) -> int:
         """Read the package database at ``_pos`` whole (bounded); return the bytes consumed."""
@@ -412,59 +358,3 @@ class TarScanner:
         return Finding(Kind.UNSAFE_PATH, Severity.WARN,
                        f"layer {layer}: member name {name!r} is absolute; runtimes strip the "
                        f"leading '/' (audited as {path})", path=path, layer=self._digest)
-
-
-def _padded(size: int) -> int:
-    return (size + 511) & ~511
-
-
-def _text(raw: bytes | bytearray) -> str:
-    return raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
-
-
-def _name(block: bytes | bytearray) -> str:
-    name = block[:100].partition(b"\0")[0].decode("utf-8", "surrogateescape")
-    # POSIX ustar has a prefix field (GNU uses that space for other things)
-    if block[345] and block[257:263] == b"ustar\x00":
-        return f"{_text(block[345:500])}/{name}"
-    return name
-
-
-def _octal(raw: bytes | bytearray) -> int:
-    try:
-        return int(raw.strip(b" \0") or b"0", 8)
-    except ValueError:
-        return _number(raw)
-
-
-def _number(raw: bytes | bytearray) -> int:
-    if raw[:1] and raw[0] & 0x80:  # GNU base-256, for sizes past 8 GiB
-        if raw[0] == 0xFF:
-            return int.from_bytes(raw, "big", signed=True)
-        return int.from_bytes(raw[1:], "big")
-    text = raw.split(b"\0", 1)[0].strip()
-    try:
-        return int(text, 8) if text else 0
-    except ValueError:
-        raise TarError(f"bad number field {raw!r} in a header") from None
-
-
-def _check_signed(block: bytes | bytearray, stored: int) -> None:
-    """The exact check, with the signed sum some old tars wrote; raises unless one matches."""
-    unsigned = sum(block) - sum(block[148:156]) + 256
-    if stored not in (unsigned, 256 + sum(struct.unpack_from("148b8x356b", block))):
-        raise TarError(f"header checksum {stored} does not match {unsigned}: not a tar header")
-
-
-def _parse_pax(data: bytes) -> dict[str, str]:
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data) and data[pos]:
-        space = data.find(b" ", pos)
-        length = int(data[pos:space]) if space > pos and data[pos:space].isdigit() else 0
-        if length <= space - pos or pos + length > len(data):
-            raise TarError("a malformed pax extended header")
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        records[_text(key)] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return records

@@ -26,7 +26,7 @@ from pytest_multiarch.runners.docker.container import EngineContainer
 
 #: Native seconds a MariaDB container may take to answer SELECT 1 (times the emulation factor).
 READY_TIMEOUT = 30.0
-DEFAULT_MEM_LIMIT = "768m"
+DEFAULT_MEM_LIMIT = "768m"  # MariaDB under qemu needs more than a runner's 512m default
 CNF_PATH = "/etc/mysql/mariadb.conf.d/90-pytest-multiarch.cnf"
 INIT_PATH = "/etc/mysql/pytest-multiarch-init.sql"
 

@@ -1,8 +1,8 @@
 """pytest wiring: options, parametrization over archs, availability, the matrix and the report.
 
 Kept thin: everything that does real work lives in plain modules (platforms, registry, audit,
-runners, report) and in :mod:`pytest_multiarch.plugin.fixtures` /
-:mod:`pytest_multiarch.plugin.gate`.
+runners, report) and in :mod:`pytest_multiarch.plugin.fixtures`,
+:mod:`pytest_multiarch.plugin.check_fixtures` and :mod:`pytest_multiarch.plugin.gate`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.plugin import hookspecs
 from pytest_multiarch.plugin import options as _config
+from pytest_multiarch.plugin.check_fixtures import *  # noqa: F403 - registers the check fixtures
 from pytest_multiarch.plugin.fixtures import *  # noqa: F403 - registers the public fixtures
 from pytest_multiarch.plugin.fixtures import require_available
 from pytest_multiarch.plugin.items import ARCH_ARG, PAIR_ARG, item_platform, item_platforms

@@ -1,4 +1,6 @@
-"""The public fixtures. Thin: each hands off to library code that owns the real work.
+"""The public fixtures of an image's variants. Thin: each hands off to library code that owns
+the real work.  The fixtures of the application checks (REST, replication) are in
+:mod:`.check_fixtures`.
 
 ``arch`` itself is not defined here: the plugin parametrizes it (one ``Platform`` per requested
 architecture) in ``pytest_generate_tests``.
@@ -18,8 +20,6 @@ from pytest_multiarch.session.settings import MultiarchConfig
 
 if TYPE_CHECKING:
     from pytest_multiarch.audit.verdicts import AuditResult
-    from pytest_multiarch.checks.replication import ReplicationPair
-    from pytest_multiarch.checks.rest import RestFleet, RestService
     from pytest_multiarch.oci.resolve import ResolvedImage
     from pytest_multiarch.runners.base import Command, Container, Runner, RunResult
     from pytest_multiarch.session.state import State
@@ -72,15 +72,11 @@ __all__ = [
     "ResolveImage",
     "RunImage",
     "StartContainer",
-    "_multiarch_pair",
     "multiarch_audit",
     "multiarch_config",
     "multiarch_container",
     "multiarch_image",
     "multiarch_platforms",
-    "multiarch_replication",
-    "multiarch_rest",
-    "multiarch_rest_fleet",
     "multiarch_run",
     "multiarch_runner",
     "multiarch_shared_container",
@@ -116,7 +112,7 @@ def require_available(item: pytest.Item, plat: Platform) -> None:
     pytest.skip(message)
 
 
-def _require_arch(arch: Platform | None) -> Platform:
+def require_arch(arch: Platform | None) -> Platform:
     if arch is None:  # the skipped placeholder of an empty @archs() selection
         pytest.skip("no architecture selected")
     return arch
@@ -128,7 +124,7 @@ def multiarch_image(request: pytest.FixtureRequest, arch: Platform) -> ResolveIm
 
     Registry references and ``oci:DIR[:TAG]`` layouts are both accepted.
     """
-    plat = _require_arch(arch)
+    plat = require_arch(arch)
     state = get_state(request.config)
 
     def resolve_for_arch(ref: str) -> ResolvedImage:
@@ -147,7 +143,7 @@ def multiarch_audit(request: pytest.FixtureRequest, arch: Platform) -> AuditImag
 
     ``assert result.ok, result.format()`` fails with the readable verdict paragraph.
     """
-    plat = _require_arch(arch)
+    plat = require_arch(arch)
     state = get_state(request.config)
     marker_allow = tuple(
         str(glob) for mark in request.node.iter_markers("multiarch_allow") for glob in mark.args
@@ -167,7 +163,7 @@ def multiarch_audit(request: pytest.FixtureRequest, arch: Platform) -> AuditImag
 @pytest.fixture
 def multiarch_runner(request: pytest.FixtureRequest, arch: Platform) -> Runner:
     """The runner executing containers for this arch (local engine, remote host or rootfs)."""
-    return get_state(request.config).runner(_require_arch(arch))
+    return get_state(request.config).runner(require_arch(arch))
 
 
 @pytest.fixture
@@ -178,7 +174,7 @@ def multiarch_run(request: pytest.FixtureRequest, arch: Platform) -> RunImage:
     The image runs by digest for this arch.  With ``check=True`` a failure raises the classified
     error (ExecFormatError, EmulatorMissing, EmulatorCrash, OutOfMemory, …).
     """
-    plat = _require_arch(arch)
+    plat = require_arch(arch)
     state = get_state(request.config)
 
     def run(ref: str, cmd: Command | None = None, *, check: bool = False,
@@ -235,7 +231,7 @@ def multiarch_container(
     after the test; its logs join the report of a failed test.
     """
     state = get_state(request.config)
-    with _containers(state, _require_arch(arch), request.node.nodeid) as start:
+    with _containers(state, require_arch(arch), request.node.nodeid) as start:
         yield start
 
 
@@ -249,7 +245,7 @@ def multiarch_shared_container(
     """
     state = get_state(request.config)
     cache: dict[tuple[str, str], Container] = {}
-    with _containers(state, _require_arch(arch), f"session:{arch}") as start:
+    with _containers(state, require_arch(arch), f"session:{arch}") as start:
 
         def shared(
             ref: str, cmd: Command | None = None, *, env: Mapping[str, str] | None = None,
@@ -279,7 +275,7 @@ def multiarch_testcontainer(
     from pytest_multiarch.checks import testcontainers as tc
     from pytest_multiarch.session.bindings import bind_testcontainer
 
-    plat = _require_arch(arch)
+    plat = require_arch(arch)
     state = get_state(request.config)
     nodeid = request.node.nodeid
     bound: list[object] = []
@@ -296,110 +292,6 @@ def multiarch_testcontainer(
     finally:
         for container in reversed(bound):
             tc.remove(container)
-
-
-def _ini_image(config: pytest.Config, name: str, fixture: str) -> str:
-    value = str(config.getini(name)).strip()
-    if not value:
-        raise pytest.UsageError(
-            f"pytest-multiarch: the {fixture} fixture needs the ini option {name} = REF "
-            "(the multi-arch image to start), e.g. in pytest.ini"
-        )
-    return value
-
-
-@pytest.fixture
-def multiarch_rest(request: pytest.FixtureRequest, arch: Platform) -> Iterator[RestService]:
-    """The REST service of ini ``multiarch_service_image`` running for this arch, ready.
-
-    Its MariaDB (ini ``multiarch_db_image``; ``none`` for a service without one) runs beside it
-    on a private network.  Readiness is a real ``GET /healthz``, with a timeout scaled by the
-    arch's emulation factor.  Gives an object with ``.session`` (a ``requests.Session`` bound to
-    the base URL), ``.get(path)``, ``.post(path, json=…)``, ``.stop_database()`` and
-    ``.record(method, path)`` (the answer is kept in the report for ``pytest-multiarch merge``).
-    """
-    from pytest_multiarch.session.images import resolve_variant, rest_service_for
-
-    plat = _require_arch(arch)
-    state = get_state(request.config)
-    service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest")
-    database = _db_image(request.config, "multiarch_rest")
-    state.digests[request.node.nodeid] = resolve_variant(state, service, plat).digest
-    with rest_service_for(state, service, database, plat, "multiarch_rest") as running:
-        state.add_log_source(request.node.nodeid, running.logs)
-        state.rest_records[request.node.nodeid] = running.recorded  # read by makereport
-        yield running
-
-
-def _db_image(config: pytest.Config, fixture: str) -> str | None:
-    """The ini ``multiarch_db_image``; ``none`` starts the service without a database."""
-    value = _ini_image(config, "multiarch_db_image", fixture)
-    return None if value.lower() == "none" else value
-
-
-@pytest.fixture
-def _multiarch_pair(request: pytest.FixtureRequest) -> tuple[Platform, Platform]:
-    pair: tuple[Platform, Platform] = request.param
-    return pair
-
-
-@pytest.fixture
-def multiarch_replication(
-    request: pytest.FixtureRequest, _multiarch_pair: tuple[Platform, Platform]
-) -> Iterator[ReplicationPair]:
-    """A MariaDB primary on one arch replicating (GTID) to a replica on another, running.
-
-    Parametrized over the ordered pairs of the requested archs (ids ``arm64-to-amd64``), or the
-    pairs named by ``@pytest.mark.replication_pairs(("arm64", "amd64"), …)``.  Gives
-    ``.run_workload(rows, fault=None)``, ``.wait_caught_up()``, ``.compare()`` (a verdict with
-    ``.ok`` and ``.message``), ``.restart_replica()`` and ``.restart_primary()``.
-    """
-    from pytest_multiarch.checks.replication import replication_pair
-    from pytest_multiarch.session.images import emulation_factor, engine_client, resolve_variant
-
-    primary, replica = _multiarch_pair
-    state = get_state(request.config)
-    database = _ini_image(request.config, "multiarch_db_image", "multiarch_replication")
-    factor = max(emulation_factor(state, database, primary),
-                 emulation_factor(state, database, replica))
-    pair = replication_pair(
-        engine_client(state, primary, "multiarch_replication"),
-        primary_platform=primary, replica_platform=replica,
-        primary_image=resolve_variant(state, database, primary).pinned,
-        replica_image=resolve_variant(state, database, replica).pinned,
-        session_id=state.session_id, emulation_factor=factor,
-    )
-    with pair as running:
-        state.add_log_source(request.node.nodeid, running.logs)
-        yield running
-
-
-@pytest.fixture
-def multiarch_rest_fleet(request: pytest.FixtureRequest) -> Iterator[RestFleet]:
-    """The REST service started on every requested arch at once, to compare their answers.
-
-    ``fleet.assert_same("GET", "/offerings")`` asks every arch and fails naming each arch whose
-    answer (status, Content-Type, JSON body compared structurally) differs from the reference
-    arch's (``--multiarch-reference-arch``, default the first of ``--arch``).
-    """
-    from pytest_multiarch.checks.rest import RestFleet
-    from pytest_multiarch.session.images import rest_service_for
-
-    state = get_state(request.config)
-    service = _ini_image(request.config, "multiarch_service_image", "multiarch_rest_fleet")
-    database = _db_image(request.config, "multiarch_rest_fleet")
-    for plat in state.archs:
-        require_available(request.node, plat)
-    reference = state.cfg.reference_arch or state.archs[0]
-    running: dict[str, RestService] = {}
-    with contextlib.ExitStack() as stack:
-        for plat in state.archs:
-            running[plat.architecture] = stack.enter_context(
-                rest_service_for(state, service, database, plat, "multiarch_rest_fleet")
-            )
-        for svc in running.values():
-            state.add_log_source(request.node.nodeid, svc.logs)
-        yield RestFleet(running, reference.architecture)
 
 
 @pytest.fixture

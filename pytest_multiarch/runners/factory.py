@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pytest_multiarch.errors import EngineUnavailable, MultiarchError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Runner, Session
-from pytest_multiarch.runners.detect import EngineChoice, PodmanService, detect
+from pytest_multiarch.runners.detect import EngineChoice, detect
+from pytest_multiarch.runners.podman_service import PodmanService
 
 if TYPE_CHECKING:
     from pytest_multiarch.oci.registry import RegistryClient
@@ -74,6 +75,14 @@ class _LimitSetting(Protocol):
     def value(self) -> int: ...
 
 
+class _CpusSetting(Protocol):
+    @property
+    def value(self) -> Mapping[str, str]: ...
+
+    @property
+    def source(self) -> str: ...
+
+
 class RunnerSettings(Protocol):
     """What the factory reads of the session's settings."""
 
@@ -98,6 +107,10 @@ class RunnerSettings(Protocol):
 
     @property
     def cache_dir(self) -> Path | None: ...
+
+    @property
+    def arch_cpus(self) -> _CpusSetting:
+        """``--arch-cpu`` overrides: arch (or arch/variant) → qemu CPU model."""
 
 
 class RunnerContext(Protocol):
@@ -178,12 +191,9 @@ def rootfs_runner(
                         unpack_limits=limits, **_cpus(cfg))
 
 
-def _cpus(cfg: Any) -> dict[str, Any]:
-    """The runners' CPU-model arguments from ``--arch-cpu`` (absent in older settings)."""
-    chosen = getattr(cfg, "arch_cpus", None)
-    if chosen is None:
-        return {}
-    return {"cpu_models": chosen.value, "cpu_source": chosen.source}
+def _cpus(cfg: RunnerSettings) -> dict[str, Any]:
+    """The runners' CPU-model arguments from ``--arch-cpu``."""
+    return {"cpu_models": cfg.arch_cpus.value, "cpu_source": cfg.arch_cpus.source}
 
 
 def _engine_runner(state: RunnerContext, choice: EngineChoice, platform: Platform, session: Session,

@@ -149,7 +149,7 @@ def run_variant(
         ExecFormatError,
         LoaderMissing,
     )
-    from pytest_multiarch.runners.base import check_runs
+    from pytest_multiarch.runners.classify import check_runs
 
     resolved = resolve_variant(state, text, plat)
     try:

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.runners.base import DEFAULT_RUN_TIMEOUT
+from pytest_multiarch.runners.base import DEFAULT_MEM_LIMIT, DEFAULT_RUN_TIMEOUT
 
 T = TypeVar("T")
 
 ENGINES = ("auto", "docker", "podman", "rootfs")
-DEFAULT_MEM_LIMIT = "512m"
 __all__ = ["DEFAULT_MEM_LIMIT", "DEFAULT_RUN_TIMEOUT", "DEFAULT_SMOKE_TIMEOUT", "ENGINES",
            "MultiarchConfig", "Sourced"]
 #: Native seconds the gate's smoke command runs before it counts as a service that stays up.

@@ -22,8 +22,8 @@ from pytest_multiarch import IllegalInstruction
 from pytest_multiarch.oci.registry import RegistryClient
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Session
-from pytest_multiarch.runners.detect import PodmanService
 from pytest_multiarch.runners.docker.engine import EngineRunner
+from pytest_multiarch.runners.podman_service import PodmanService
 from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 
 pytestmark = pytest.mark.integration

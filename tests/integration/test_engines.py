@@ -42,9 +42,11 @@ from pytest_multiarch.errors import (
 )
 from pytest_multiarch.host import binfmt
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.runners.base import LABEL_SESSION, Session, check_runs
-from pytest_multiarch.runners.detect import PodmanService, detect, reap_stale_services
+from pytest_multiarch.runners.base import LABEL_SESSION, Session
+from pytest_multiarch.runners.classify import check_runs
+from pytest_multiarch.runners.detect import detect
 from pytest_multiarch.runners.docker.engine import EngineRunner, reap_stale
+from pytest_multiarch.runners.podman_service import PodmanService, reap_stale_services
 
 if TYPE_CHECKING:  # at run time `conftest` may be another directory's (tests/unit has one)
     from conftest import Testbed
@@ -410,7 +412,7 @@ def test_registries_conf_marks_the_loopback_registry_insecure() -> None:
 
 KILLED_OWNER = textwrap.dedent("""
     import os, signal
-    from pytest_multiarch.runners.detect import PodmanService
+    from pytest_multiarch.runners.podman_service import PodmanService
     service = PodmanService()
     print(service.acquire(), service.pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -450,7 +452,8 @@ class FakeState:
                                                                           source="option"),
                                    mem_limit="256m", cache_dir=None,
                                    run_timeout=SimpleNamespace(value=300.0, source="default"),
-                                   unpack_max_bytes=None, unpack_max_files=None)
+                                   unpack_max_bytes=None, unpack_max_files=None,
+                                   arch_cpus=SimpleNamespace(value={}, source="default"))
         self.session_id = f"default-{engine}-{os.getpid()}"
         from pytest_multiarch.runners.factory import EngineSelection
 

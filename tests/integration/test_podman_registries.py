@@ -28,8 +28,9 @@ import pytest
 from pytest_multiarch.errors import RunnerError
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Session
-from pytest_multiarch.runners.detect import PodmanService, probe
+from pytest_multiarch.runners.detect import probe
 from pytest_multiarch.runners.docker.engine import EngineRunner
+from pytest_multiarch.runners.podman_service import PodmanService
 
 if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests shadow
     from conftest import Testbed

@@ -40,7 +40,8 @@ from pytest_multiarch.errors import (
 from pytest_multiarch.host import binfmt
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners import emulation
-from pytest_multiarch.runners.base import LABEL_SESSION, Session, check_runs
+from pytest_multiarch.runners.base import LABEL_SESSION, Session
+from pytest_multiarch.runners.classify import check_runs
 from pytest_multiarch.runners.docker.engine import EngineRunner, SSHOptions, reap_stale
 from pytest_multiarch.runners.rootfs.runner import RootfsRunner
 
@@ -542,7 +543,8 @@ class FakeState:
         self.cfg = SimpleNamespace(arch_hosts=arch_hosts, engine=SimpleNamespace(value=engine),
                                    mem_limit="256m", cache_dir=cache,
                                    run_timeout=SimpleNamespace(value=300.0, source="default"),
-                                   unpack_max_bytes=None, unpack_max_files=None)
+                                   unpack_max_bytes=None, unpack_max_files=None,
+                                   arch_cpus=SimpleNamespace(value={}, source="default"))
         self.session_id = f"default-{os.getpid()}"
         from pytest_multiarch.runners.factory import EngineSelection
 

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from pytest_multiarch.host import cpu
 from pytest_multiarch.platforms import Platform
 
-ARCH_TEST = """
-def test_uname(arch):
-    print("ARCH", arch)
-"""
+#: the ``usage_error`` fixture of conftest.py
+ExpectUsageError = Callable[..., pytest.RunResult]
 
 
-@pytest.fixture
-def arch_test(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(test_a=ARCH_TEST)
-    return pytester
-
-
-def test_header_names_each_emulated_arch_model_and_its_caveat(arch_test: pytest.Pytester) -> None:
-    result = arch_test.runpytest("--arch=amd64,arm64,arm/v6,ppc64le,s390x,arm64/v8.4",
-                                 "--collect-only")
+def test_header_names_each_emulated_arch_model_and_its_caveat(project: pytest.Pytester) -> None:
+    result = project.runpytest("--arch=amd64,arm64,arm/v6,ppc64le,s390x,arm64/v8.4",
+                               "--collect-only")
     result.stdout.fnmatch_lines([
         "multiarch: cpu: arm64=cortex-a72 (default), arm/v6=arm1176 (default), ppc64le=power8 "
         "(default), s390x=max (default; qemu 7.2 cannot emulate z13*), arm64/v8.4=max (default; "
@@ -30,8 +24,8 @@ def test_header_names_each_emulated_arch_model_and_its_caveat(arch_test: pytest.
     assert "amd64=" not in result.stdout.str()  # native: no model
 
 
-def test_level_arch_ids(arch_test: pytest.Pytester) -> None:
-    result = arch_test.runpytest("--arch=arm64/v8.2,arm64/v8,amd64/v1", "--collect-only", "-q")
+def test_level_arch_ids(project: pytest.Pytester) -> None:
+    result = project.runpytest("--arch=arm64/v8.2,arm64/v8,amd64/v1", "--collect-only", "-q")
     result.stdout.fnmatch_lines([
         "test_a.py::test_uname[[]arm64/v8.2[]]",
         "test_a.py::test_uname[[]arm64[]]",
@@ -50,34 +44,34 @@ def test_level_arch_ids(arch_test: pytest.Pytester) -> None:
     ],
 )
 def test_precedence_option_env_ini(
-    arch_test: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
     cli: str | None, env: str | None, ini: str | None, expected: str,
 ) -> None:
     if ini:
-        arch_test.makeini(f"[pytest]\nmultiarch_arch_cpus =\n    {ini}\n")
+        project.makeini(f"[pytest]\nmultiarch_arch_cpus =\n    {ini}\n")
     if env is None:
         monkeypatch.delenv("PYTEST_MULTIARCH_ARCH_CPUS", raising=False)
     else:
         monkeypatch.setenv("PYTEST_MULTIARCH_ARCH_CPUS", env)
     args = ["--arch=arm64", "--collect-only"] + ([f"--arch-cpu={cli}"] if cli else [])
-    result = arch_test.runpytest(*args)
+    result = project.runpytest(*args)
     result.stdout.fnmatch_lines([f"multiarch: cpu: arm64={expected}"])
 
 
 def test_max_restores_qemu_default_and_arm_key_covers_every_arm_variant(
-    arch_test: pytest.Pytester,
+    project: pytest.Pytester,
 ) -> None:
-    result = arch_test.runpytest("--arch=arm64,arm/v6,arm/v7,ppc64le", "--arch-cpu=arm64=max",
-                                 "--arch-cpu=arm=cortex-a15,ppc64le=max", "--collect-only")
+    result = project.runpytest("--arch=arm64,arm/v6,arm/v7,ppc64le", "--arch-cpu=arm64=max",
+                               "--arch-cpu=arm=cortex-a15,ppc64le=max", "--collect-only")
     result.stdout.fnmatch_lines([
         "multiarch: cpu: arm64=max (option), arm/v6=cortex-a15 (option), arm/v7=cortex-a15 "
         "(option), ppc64le=qemu default (option)",
     ])
 
 
-def test_exact_arch_variant_key_beats_the_arch_key(arch_test: pytest.Pytester) -> None:
-    result = arch_test.runpytest("--arch=arm/v6,arm/v7", "--arch-cpu=arm=cortex-a7",
-                                 "--arch-cpu=arm/v6=arm1136", "--collect-only")
+def test_exact_arch_variant_key_beats_the_arch_key(project: pytest.Pytester) -> None:
+    result = project.runpytest("--arch=arm/v6,arm/v7", "--arch-cpu=arm=cortex-a7",
+                               "--arch-cpu=arm/v6=arm1136", "--collect-only")
     result.stdout.fnmatch_lines(
         ["multiarch: cpu: arm/v6=arm1136 (option), arm/v7=cortex-a7 (option)"])
 
@@ -103,37 +97,23 @@ def test_exact_arch_variant_key_beats_the_arch_key(arch_test: pytest.Pytester) -
     ],
 )
 def test_bad_cpu_input_is_one_clear_usage_error(
-    pytester: pytest.Pytester, args: list[str], message: str
+    usage_error: ExpectUsageError, args: list[str], message: str
 ) -> None:
-    pytester.makepyfile(test_a=ARCH_TEST)
-    result = pytester.runpytest(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
-    assert "Traceback" not in result.stderr.str()
+    usage_error(*args).stderr.fnmatch_lines([message])
 
 
 def test_env_value_error_names_its_source(
-    arch_test: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    usage_error: ExpectUsageError, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTEST_MULTIARCH_ARCH_CPUS", "arm64=cortex-a72,ppc64le=power4000")
-    result = arch_test.runpytest("--arch=arm64")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
+    usage_error("--arch=arm64").stderr.fnmatch_lines([
         "*--arch-cpu (env PYTEST_MULTIARCH_ARCH_CPUS) ppc64le=power4000: qemu-ppc64le-static "
         "has no CPU model 'power4000'*"
     ])
 
 
-def test_a_model_the_installed_qemu_lacks(
-    arch_test: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_model_the_installed_qemu_lacks(usage_error: ExpectUsageError) -> None:
     # cortex-a710 is a real ARMv9 core, and qemu 8 models it; qemu 7.2 does not.
     assert "cortex-a710" not in cpu.list_models(Platform.parse("arm64"))
-    result = arch_test.runpytest("--arch=arm64", "--arch-cpu=arm64=cortex-a710")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result = usage_error("--arch=arm64", "--arch-cpu=arm64=cortex-a710")
     result.stderr.fnmatch_lines(["*has no CPU model 'cortex-a710'; it has: a64fx,*"])
-
-
-def test_help_lists_arch_cpu(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["*--arch-cpu=ARCH=MODEL*"])

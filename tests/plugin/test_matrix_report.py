@@ -25,16 +25,11 @@ def test_known(arch):
 def test_amd64_only(arch):
     pass
 """
+PROJECT = {"test_suite": SUITE}
 
 
-@pytest.fixture
-def suite(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(test_suite=SUITE)
-    return pytester
-
-
-def test_terminal_matrix(suite: pytest.Pytester) -> None:
-    result = suite.runpytest("--arch=amd64,arm64", "-p", "no:randomly")
+def test_terminal_matrix(project: pytest.Pytester) -> None:
+    result = project.runpytest("--arch=amd64,arm64", "-p", "no:randomly")
     result.assert_outcomes(passed=5, failed=1, xfailed=1)
     result.stdout.fnmatch_lines([
         "*= multiarch matrix =*",
@@ -49,9 +44,9 @@ def test_terminal_matrix(suite: pytest.Pytester) -> None:
     ])
 
 
-def test_json_report(suite: pytest.Pytester, tmp_path: Path) -> None:
+def test_json_report(project: pytest.Pytester, tmp_path: Path) -> None:
     target = tmp_path / "new" / "dir" / "report.json"
-    suite.runpytest("--arch=amd64,arm64", f"--multiarch-report={target}")
+    project.runpytest("--arch=amd64,arm64", f"--multiarch-report={target}")
     doc = json.loads(target.read_text())
     assert doc["format"] == 2
     assert doc["schema"] == "pytest-multiarch-report"
@@ -66,18 +61,18 @@ def test_json_report(suite: pytest.Pytester, tmp_path: Path) -> None:
 
 
 def test_report_path_that_cannot_be_created_is_a_clear_line(
-    suite: pytest.Pytester, tmp_path: Path
+    project: pytest.Pytester, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = suite.runpytest("--arch=amd64", f"--multiarch-report={blocker}/report.json")
+    result = project.runpytest("--arch=amd64", f"--multiarch-report={blocker}/report.json")
     result.stdout.fnmatch_lines([f"multiarch: could not write report {blocker}/report.json: *"])
     assert "Traceback" not in result.stdout.str()
 
 
-def test_junit_gets_arch_properties(suite: pytest.Pytester, tmp_path: Path) -> None:
+def test_junit_gets_arch_properties(project: pytest.Pytester, tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
-    suite.runpytest("--arch=amd64,arm64", f"--junitxml={junit}")
+    project.runpytest("--arch=amd64,arm64", f"--junitxml={junit}")
     cases = ET.parse(junit).getroot().iter("testcase")
     props = {
         case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
@@ -122,12 +117,12 @@ def test_baseline_reports_regressions_and_survives_bad_files(
 
 @pytest.mark.parametrize("xdist", [False, True])
 def test_report_is_a_shard_with_collected_ids_and_exit_status(
-    suite: pytest.Pytester, tmp_path: Path, xdist: bool
+    project: pytest.Pytester, tmp_path: Path, xdist: bool
 ) -> None:
     """Format 2: what ran where, what was collected and deselected, pytest's exit status."""
     target = tmp_path / "shard.json"
     args = ["--arch=amd64,arm64", f"--multiarch-report={target}", "-k", "not known"]
-    suite.runpytest(*args, *(["-n", "2"] if xdist else []))
+    project.runpytest(*args, *(["-n", "2"] if xdist else []))
     doc = json.loads(target.read_text())
     assert doc["schema"] == "pytest-multiarch-report"
     assert doc["plugin_version"]

@@ -16,27 +16,22 @@ import os
 def test_flaky_on_arm(arch):
     assert not (arch.architecture == "arm64" and os.environ.get("BREAK_ARM"))
 """
+PROJECT = {"test_b": SUITE}
 
 
-@pytest.fixture
-def suite(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(test_b=SUITE)
-    return pytester
-
-
-def run(suite: pytest.Pytester, baseline: Path, *args: str) -> pytest.RunResult:
-    return suite.runpytest("--arch=amd64,arm64", f"--multiarch-baseline={baseline}",
-                           "-p", "no:cacheprovider", *args)
+def run(project: pytest.Pytester, baseline: Path, *args: str) -> pytest.RunResult:
+    return project.runpytest("--arch=amd64,arm64", f"--multiarch-baseline={baseline}",
+                             "-p", "no:cacheprovider", *args)
 
 
 def test_pass_break_changed_only_twice_then_fixed_then_nothing_to_do(
-    suite: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     baseline = tmp_path / "baseline.json"
-    run(suite, baseline).assert_outcomes(passed=2)
+    run(project, baseline).assert_outcomes(passed=2)
 
     monkeypatch.setenv("BREAK_ARM", "1")
-    broken = run(suite, baseline)
+    broken = run(project, baseline)
     broken.assert_outcomes(passed=1, failed=1)
     broken.stdout.fnmatch_lines([
         "*REGRESSION: test_b.py::test_flaky_on_arm passed before, failed now",
@@ -48,18 +43,18 @@ def test_pass_break_changed_only_twice_then_fixed_then_nothing_to_do(
 
     # The failure is not the new normal: changed-only keeps running arm64, run after run.
     for _ in range(2):
-        again = run(suite, baseline, "--multiarch-changed-only")
+        again = run(project, baseline, "--multiarch-changed-only")
         assert again.ret == pytest.ExitCode.TESTS_FAILED
         again.assert_outcomes(failed=1, deselected=1)
         again.stdout.fnmatch_lines(["*STILL FAILING: test_b.py::test_flaky_on_arm failed*"])
 
     monkeypatch.delenv("BREAK_ARM")
-    fixed = run(suite, baseline, "--multiarch-changed-only")
+    fixed = run(project, baseline, "--multiarch-changed-only")
     fixed.assert_outcomes(passed=1, deselected=1)
     assert json.loads(baseline.read_text())["images"]["(tests)"]["variants"]["arm64"][
         "failing"] == []
 
-    quiet = run(suite, baseline, "--multiarch-changed-only")
+    quiet = run(project, baseline, "--multiarch-changed-only")
     assert quiet.ret == pytest.ExitCode.OK, "nothing changed is a success, not 'no tests ran'"
     quiet.assert_outcomes(deselected=2)
     quiet.stdout.fnmatch_lines([
@@ -84,11 +79,11 @@ def test_pass_break_changed_only_twice_then_fixed_then_nothing_to_do(
 )
 @pytest.mark.parametrize("changed_only", [False, True])
 def test_unusable_baseline_is_named_never_overwritten_never_a_traceback(
-    suite: pytest.Pytester, tmp_path: Path, content: bytes, problem: str, changed_only: bool
+    project: pytest.Pytester, tmp_path: Path, content: bytes, problem: str, changed_only: bool
 ) -> None:
     baseline = tmp_path / "baseline.json"
     baseline.write_bytes(content)
-    result = run(suite, baseline, *(["--multiarch-changed-only"] if changed_only else []))
+    result = run(project, baseline, *(["--multiarch-changed-only"] if changed_only else []))
     result.assert_outcomes(passed=2)  # the run itself goes on, everything selected
     out = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in out
@@ -105,11 +100,13 @@ def test_unusable_baseline_is_named_never_overwritten_never_a_traceback(
     assert baseline.read_bytes() == content, "an unusable baseline must not be overwritten"
 
 
-def test_nothing_changed_is_exit_0_under_xdist_too(suite: pytest.Pytester, tmp_path: Path) -> None:
+def test_nothing_changed_is_exit_0_under_xdist_too(
+    project: pytest.Pytester, tmp_path: Path
+) -> None:
     baseline = tmp_path / "baseline.json"
-    run(suite, baseline).assert_outcomes(passed=2)
-    quiet = suite.runpytest_subprocess("--arch=amd64,arm64", f"--multiarch-baseline={baseline}",
-                                       "-p", "no:cacheprovider", "--multiarch-changed-only",
-                                       "-n", "2", timeout=120)
+    run(project, baseline).assert_outcomes(passed=2)
+    quiet = project.runpytest_subprocess("--arch=amd64,arm64", f"--multiarch-baseline={baseline}",
+                                         "-p", "no:cacheprovider", "--multiarch-changed-only",
+                                         "-n", "2", timeout=120)
     assert quiet.ret == pytest.ExitCode.OK
     quiet.stdout.fnmatch_lines(["*nothing changed since the baseline, nothing to re-test*"])

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-TEST = "def test_nothing():\n    pass\n"
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(test_a=TEST)
-    return pytester
+#: the ``usage_error`` fixture of conftest.py
+ExpectUsageError = Callable[..., pytest.RunResult]
 
 
 def test_option_beats_env_beats_ini_and_the_header_says_so(
@@ -33,9 +30,6 @@ def test_option_beats_env_beats_ini_and_the_header_says_so(
     (["--multiarch-unpack-max-files=-3"],
      "*--multiarch-unpack-max-files='-3' (option): expected 2000000*"),
 ])
-def test_bad_values_are_usage_errors(project: pytest.Pytester, args: list[str],
+def test_bad_values_are_usage_errors(usage_error: ExpectUsageError, args: list[str],
                                      message: str) -> None:
-    result = project.runpytest(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*pytest-multiarch: {message[1:]}"])
-    assert "Traceback" not in result.stderr.str()
+    usage_error(*args).stderr.fnmatch_lines([f"*pytest-multiarch: {message[1:]}"])

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-
-@pytest.fixture
-def one_test(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(test_a="def test_a(multiarch_config):\n    print(multiarch_config)\n")
-    return pytester
+PROJECT = {"test_a": "def test_a(multiarch_config):\n    print(multiarch_config)\n"}
+#: the ``usage_error`` fixture of conftest.py
+ExpectUsageError = Callable[..., pytest.RunResult]
 
 
 def test_option_beats_env_beats_ini_and_the_header_says_which(
-    one_test: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    one_test.makeini("[pytest]\nmultiarch_expect_platforms = linux/amd64\n"
-                     "multiarch_require_attestations = provenance\n")
+    project.makeini("[pytest]\nmultiarch_expect_platforms = linux/amd64\n"
+                    "multiarch_require_attestations = provenance\n")
     monkeypatch.setenv("PYTEST_MULTIARCH_REQUIRE_ATTESTATIONS", "sbom,signature")
-    result = one_test.runpytest("--multiarch-expect-platforms=amd64,arm64")
+    result = project.runpytest("--multiarch-expect-platforms=amd64,arm64")
     result.stdout.fnmatch_lines([
         "multiarch: expect-platforms=linux/amd64,linux/arm64 (from option); "
         "require-attestations=sbom,signature (from env PYTEST_MULTIARCH_REQUIRE_ATTESTATIONS)",
@@ -25,8 +25,8 @@ def test_option_beats_env_beats_ini_and_the_header_says_which(
     assert result.ret == 0
 
 
-def test_without_the_options_nothing_is_said_or_expected(one_test: pytest.Pytester) -> None:
-    result = one_test.runpytest("-s")
+def test_without_the_options_nothing_is_said_or_expected(project: pytest.Pytester) -> None:
+    result = project.runpytest("-s")
     assert "expect-platforms" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*expect_platforms_from=None*require_attestations_from=None*"])
 
@@ -40,14 +40,13 @@ def test_without_the_options_nothing_is_said_or_expected(one_test: pytest.Pytest
      "*--multiarch-expect-platforms (option): *vax*"),
     ("--multiarch-expect-platforms=,", "*--multiarch-expect-platforms (option) is empty*"),
 ])
-def test_bad_values_are_usage_errors(one_test: pytest.Pytester, arg: str, message: str) -> None:
-    result = one_test.runpytest(arg)
-    result.stderr.fnmatch_lines([f"ERROR: pytest-multiarch: {message.lstrip('*')}"
-                                 if not message.startswith("*") else f"ERROR: {message}"])
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "Traceback" not in result.stderr.str()
+def test_bad_values_are_usage_errors(usage_error: ExpectUsageError, arg: str,
+                                     message: str) -> None:
+    usage_error(arg).stderr.fnmatch_lines([f"ERROR: pytest-multiarch: {message.lstrip('*')}"
+                                           if not message.startswith("*")
+                                           else f"ERROR: {message}"])
 
 
-def test_marker_is_registered(one_test: pytest.Pytester) -> None:
-    result = one_test.runpytest("--markers")
+def test_marker_is_registered(project: pytest.Pytester) -> None:
+    result = project.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.multiarch_allow_packages(*globs): *"])

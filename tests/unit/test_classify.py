@@ -17,15 +17,8 @@ from pytest_multiarch.errors import (
 )
 from pytest_multiarch.host.binfmt import BinfmtState, BinfmtStatus
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.runners.base import (
-    RunResult,
-    as_argv,
-    check_runs,
-    classify,
-    exec_format_binary,
-    parse_mem_limit,
-    require_digest,
-)
+from pytest_multiarch.runners.base import RunResult, as_argv, parse_mem_limit, require_digest
+from pytest_multiarch.runners.classify import check_runs, classify, exec_format_binary
 
 ARM64 = Platform.parse("arm64")
 IMAGE = "127.0.0.1:5000/corpus/busybox@sha256:" + "ab" * 32

@@ -17,7 +17,8 @@ from pytest_multiarch.audit.elf import ElfHeader, parse_elf
 from pytest_multiarch.errors import CommandFailed, EmulatorCrash, UsageError
 from pytest_multiarch.host import cpu
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.runners.base import RunResult, check_runs, classify, with_max_verdict
+from pytest_multiarch.runners.base import RunResult
+from pytest_multiarch.runners.classify import check_runs, classify, under_max, with_max_verdict
 
 P = Platform.parse
 
@@ -126,6 +127,25 @@ def test_the_max_verdict_says_whether_the_level_is_the_cause() -> None:
     assert isinstance(failed, IllegalInstruction)
     assert failed.passes_under_max is False
     assert "fails under qemu's newest CPU model (max) too (exit 132)" in str(failed)
+
+
+def test_the_max_rerun_happens_only_for_an_emulated_run_on_a_named_model() -> None:
+    error = classify(sigill())
+    assert isinstance(error, IllegalInstruction)
+    reruns: list[str] = []
+
+    def again(model: str) -> RunResult:
+        reruns.append(model)
+        return RunResult(0, "", "", 0.1, cpu_model=model)
+
+    platform = P("arm64")
+    verdict = under_max(error, platform, asked=None, ran_on="cortex-a72", again=again)
+    assert reruns == ["max"]
+    assert getattr(verdict, "passes_under_max", None) is True
+    # Natively (no model), on the newest already, or as the re-run itself: no second run.
+    for asked, ran_on in ((None, ""), (None, "max"), ("max", "cortex-a72")):
+        assert under_max(error, platform, asked=asked, ran_on=ran_on, again=again) is error
+    assert reruns == ["max"]
 
 
 def test_armhf_busybox_records_armv7(debian_binaries: dict[tuple[str, str], Path]) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from pytest_multiarch.runners.base import Session
 from pytest_multiarch.runners.docker.cleanup import created_at, is_stale, process_alive
-from pytest_multiarch.runners.docker.engine import _display, tls_from_env
+from pytest_multiarch.runners.docker.connection import display_url, tls_from_env
 
 
 def test_no_tls_without_the_variables() -> None:
@@ -40,8 +40,8 @@ def test_tls_without_verify_when_only_cert_path(tmp_path: Path) -> None:
 
 
 def test_display_hides_passwords() -> None:
-    assert _display("tcp://user:s3cret@host:2376") == "tcp://user@host:2376"
-    assert _display("ssh://root@127.0.0.1:2222") == "ssh://root@127.0.0.1:2222"
+    assert display_url("tcp://user:s3cret@host:2376") == "tcp://user@host:2376"
+    assert display_url("ssh://root@127.0.0.1:2222") == "ssh://root@127.0.0.1:2222"
 
 
 def test_process_alive_checks_start_time() -> None:

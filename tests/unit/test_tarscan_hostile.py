@@ -20,7 +20,8 @@ import pytest
 
 from pytest_multiarch.audit.findings import Kind
 from pytest_multiarch.audit.layerscan import Layer, scan_layer
-from pytest_multiarch.audit.tarscan import TarError, TarScanner
+from pytest_multiarch.audit.tarheader import TarError
+from pytest_multiarch.audit.tarscan import TarScanner
 from pytest_multiarch.errors import MultiarchError
 
 DIGEST = "sha256:" + "cd" * 32
@@ -102,36 +103,27 @@ def test_negative_size_on_an_extension_header_is_refused() -> None:
         _scan_bounded(_patch_size(data, NEGATIVE_BASE256))
 
 
-def test_huge_pax_size_is_refused() -> None:
-    body = f"{1 << 64}".encode()
-    record = b"size=" + body + b"\n"
-    length = len(record) + 3
+def _with_pax_size(size: str) -> bytes:
+    """A ustar :func:`_tar` whose first member a pax record gives *size* (written as is)."""
+    record = f"size={size}\n".encode()
+    length = len(record) + 3  # the length field counts itself: two digits and a space here
     record = b"%d " % length + record
     assert len(record) == length
-    out = io.BytesIO()
     header = tarfile.TarInfo("././@PaxHeader")
     header.type = tarfile.XHDTYPE
     header.size = len(record)
-    out.write(header.tobuf(tarfile.USTAR_FORMAT))
-    out.write(record + b"\0" * (-len(record) % 512))
-    out.write(_tar(fmt=tarfile.USTAR_FORMAT))
+    return (header.tobuf(tarfile.USTAR_FORMAT) + record + b"\0" * (-len(record) % 512)
+            + _tar(fmt=tarfile.USTAR_FORMAT))
+
+
+def test_huge_pax_size_is_refused() -> None:
     with pytest.raises(TarError, match=r"pax size 18446744073709551616 is out of range"):
-        _scan_bounded(out.getvalue())
+        _scan_bounded(_with_pax_size(f"{1 << 64}"))
 
 
 def test_unicode_digits_in_a_pax_size_are_not_a_crash() -> None:
     # str.isdigit() is true for '²', which int() refuses: that was an uncaught ValueError.
-    record = "size=²\n".encode()
-    length = len(record) + 3
-    record = b"%d " % length + record
-    out = io.BytesIO()
-    header = tarfile.TarInfo("././@PaxHeader")
-    header.type = tarfile.XHDTYPE
-    header.size = len(record)
-    out.write(header.tobuf(tarfile.USTAR_FORMAT))
-    out.write(record + b"\0" * (-len(record) % 512))
-    out.write(_tar(fmt=tarfile.USTAR_FORMAT))
-    scanner = _scan_bounded(out.getvalue())
+    scanner = _scan_bounded(_with_pax_size("²"))
     assert [e.path for e in scanner.entries] == ["/evil", "/after"]
 
 

@@ -1,4 +1,5 @@
-"""A started container of the engine runner: exec, logs, published ports, stop."""
+"""A started container of the engine runner: its start-up (files copied in, a main process that
+dies at once caught), exec, logs, published ports, stop."""
 
 from __future__ import annotations
 
@@ -15,18 +16,56 @@ from typing import TYPE_CHECKING, Any
 import docker.errors
 import requests.exceptions
 
-from pytest_multiarch.errors import RunnerError, RunTimeout
+from pytest_multiarch.errors import CommandNotFound, RunnerError, RunTimeout
 from pytest_multiarch.platforms import Platform
-from pytest_multiarch.runners.base import Command, RunResult, as_argv, classify, short_cmd
+from pytest_multiarch.runners.base import Command, RunResult, as_argv, short_cmd
+from pytest_multiarch.runners.classify import check_runs, raise_classified
 from pytest_multiarch.runners.docker.cleanup import sigint_deferred
+from pytest_multiarch.runners.docker.connection import engine_lost
+from pytest_multiarch.runners.docker.create import NOT_FOUND_MARKERS, start_failure
 from pytest_multiarch.runners.docker.stream import ENGINE_LOST
 
 if TYPE_CHECKING:
     from pytest_multiarch.runners.docker.engine import EngineRunner
 
-__all__ = ["EngineContainer"]
+__all__ = ["EngineContainer", "launch"]
 
-NOT_FOUND_MARKERS = ("executable file not found", "no such file or directory")
+# How long start() watches for a main process that dies at once.  Behind docker-init (emulated
+# platforms) even a missing command only fails after start() returned; natively runc reports
+# that synchronously and the grace only catches a crash at start-up.
+START_GRACE = 0.15
+START_GRACE_EMULATED = 0.5
+# podman (conmon, catatonit) takes about three times as long to report a dead main process.
+PODMAN_GRACE_FACTOR = 3.0
+
+
+def launch(
+    runner: EngineRunner, container: Any, image: str, platform: Platform,
+    argv: tuple[str, ...], mem_limit: str, *, files: Mapping[str, bytes] | None,
+    emulated_init: bool,
+) -> EngineContainer:
+    """Start the created *container* (its *files* copied in first) and watch it for a moment;
+    removes it and raises :class:`CommandNotFound` / the classified error when its main
+    process cannot start or dies at once (*emulated_init*: behind docker-init under qemu)."""
+    started = time.monotonic()
+    try:
+        if files:
+            container.put_archive("/", tar_of(files))
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            result = start_failure(runner, exc, image, platform, argv, started, mem_limit)
+            raise CommandNotFound(
+                f"{short_cmd(argv)!r} in {image} on {platform}: command not found "
+                f"({result.stderr.strip()})"
+            ) from exc
+        handle = EngineContainer(runner, container, image, platform, argv, mem_limit)
+        grace = START_GRACE_EMULATED if emulated_init else START_GRACE
+        handle.check_alive(grace=grace * (PODMAN_GRACE_FACTOR if runner.is_podman else 1))
+        return handle
+    except BaseException:
+        runner.remove_quietly(container)
+        raise
 
 
 class EngineContainer:
@@ -72,8 +111,6 @@ class EngineContainer:
         With *grace* > 0, first wait that long for an exit: behind docker-init, a missing or
         unrunnable command fails just after start() returned.
         """
-        from pytest_multiarch.runners.base import check_runs
-
         if grace > 0:
             try:
                 self._runner.client.api.wait(self.id, timeout=grace)
@@ -128,8 +165,9 @@ class EngineContainer:
             self._kill_exec(exec_id)
             raise self._exec_timeout(argv, timeout)
         if isinstance(box.get("error"), ENGINE_LOST):
-            raise self._runner.lost(box["error"], f"running {short_cmd(argv)!r} in {self.name}",
-                                    started) from box["error"]
+            raise engine_lost(box["error"], self._runner.target,
+                              f"running {short_cmd(argv)!r} in {self.name}", started
+                              ) from box["error"]
         if "error" in box:
             raise box["error"]
         stdout, stderr = box["out"]
@@ -145,10 +183,7 @@ class EngineContainer:
             self.image, self.platform, argv, -1 if code is None else int(code), out, err,
             time.monotonic() - started, out + err, oom_killed=oom, mem_limit=self.mem_limit,
         )
-        classified = classify(result)
-        if classified is not None:
-            raise classified
-        return result
+        return raise_classified(result)
 
     def _exec_timeout(self, argv: tuple[str, ...], timeout: float) -> RunTimeout:
         error = RunTimeout(

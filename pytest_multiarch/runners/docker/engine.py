@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,17 +24,9 @@ import docker.errors
 import requests.exceptions
 
 from pytest_multiarch.errors import (
-    CommandNotFound,
-    DigestMismatchError,
-    EngineUnavailable,
     IllegalInstruction,
     MultiarchError,
-    NoDefaultCommand,
-    PlatformMismatchError,
-    RemoteHostArchMismatch,
     RunnerError,
-    RunTimeout,
-    UnknownPlatformError,
 )
 from pytest_multiarch.host import binfmt, cpu
 from pytest_multiarch.platforms import Platform
@@ -47,47 +37,43 @@ from pytest_multiarch.runners.base import (
     RunResult,
     Session,
     as_argv,
-    classify,
-    parse_mem_limit,
     require_digest,
     short_cmd,
-    with_max_verdict,
 )
+from pytest_multiarch.runners.classify import emulator_facts, under_max
+from pytest_multiarch.runners.common import RunnerBase
 from pytest_multiarch.runners.docker.cleanup import reap_stale, remove_session, sigint_deferred
-from pytest_multiarch.runners.docker.connection import _display, tls_from_env, unavailable
-from pytest_multiarch.runners.docker.container import (
-    NOT_FOUND_MARKERS,
-    EngineContainer,
-    tar_of,
-    text_of,
+from pytest_multiarch.runners.docker.connection import (
+    connect,
+    display_url,
+    engine_arch,
+    engine_lost,
+    service_pid,
+    tls_from_env,
 )
+from pytest_multiarch.runners.docker.container import EngineContainer, launch
+from pytest_multiarch.runners.docker.create import (
+    create_container,
+    create_kwargs,
+    start_kwargs,
+)
+from pytest_multiarch.runners.docker.images import ensure_image
+from pytest_multiarch.runners.docker.oneshot import Job, run_created
 from pytest_multiarch.runners.docker.podman import (
     init_exit_code,
     kernel_oom_killed,
     limits_ignored,
-    memory_limit_refusal,
     podman_ulimits,
-    socket_peer_pid,
-    ulimit_refused,
 )
-from pytest_multiarch.runners.docker.ssh import SSHOptions, SSHTunnel, TunnelError
-from pytest_multiarch.runners.docker.stream import ENGINE_LOST, KILL_GRACE, AttachedOutput, attach
-from pytest_multiarch.runners.emulation import DEFAULT_FACTOR, run_deadline
+from pytest_multiarch.runners.docker.ssh import SSHOptions, SSHTunnel
+from pytest_multiarch.runners.docker.stream import ENGINE_LOST, KILL_GRACE
 
 __all__ = ["EngineContainer", "EngineRunner", "SSHOptions", "reap_stale", "tls_from_env"]
 
 CONNECT_TIMEOUT = 10.0
 API_TIMEOUT = 600.0  # pulls of big layers over a slow link
-# How long start() watches for a main process that dies at once.  Behind docker-init (emulated
-# platforms) even a missing command only fails after start() returned; natively runc reports
-# that synchronously and the grace only catches a crash at start-up.
-START_GRACE = 0.15
-START_GRACE_EMULATED = 0.5
-# podman (conmon, catatonit) takes about three times as long to report a dead main process.
-PODMAN_GRACE_FACTOR = 3.0
 
-
-class EngineRunner:
+class EngineRunner(RunnerBase):
     """A :class:`~pytest_multiarch.runners.base.Runner` on one Docker API engine.
 
     *url* ``None`` is the local engine as ``DOCKER_HOST``/``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``
@@ -121,44 +107,31 @@ class EngineRunner:
         cpu_models: Mapping[str, str] | None = None,
         cpu_source: str = "option",
     ) -> None:
+        super().__init__(session=session, mem_limit=mem_limit, run_timeout=run_timeout,
+                         cpu_models=cpu_models, cpu_source=cpu_source)
         self.url = url
-        self.run_timeout = run_deadline(run_timeout, DEFAULT_RUN_TIMEOUT, 1.0)  # validates it
-        self._factors: dict[str, float] = {}
         #: Seconds after a deadline for the engine to report the killed container's end.
         self.kill_grace = KILL_GRACE
         # A client handed in is borrowed: close() leaves it open for its owner.
         self._owns_client = client is None
         self.named_arch = named_arch
         self.platform = platform or named_arch
-        self.session = session or Session.new()
-        self.mem_limit = mem_limit
-        parse_mem_limit(mem_limit)  # a bad value fails here, not at the first run
         self.init = init
-        # --arch-cpu overrides (arch or arch/variant → qemu model); the rest run on the default
-        # model of their platform's level (host.cpu.DEFAULTS).
-        self.cpu_models = dict(cpu_models or {})
-        self.cpu_source = cpu_source
         #: Set by the factory for its own podman service, whose registries.conf marks loopback
         #: and --multiarch-insecure-registry hosts insecure (podman.registries_conf).
         self.managed_registries = False
-        self._tunnel: SSHTunnel | None = None
         self._checked: set[tuple[str, Platform]] = set()
         self._closed = False
         self._close_callbacks: list[Callable[[], None]] = []
         env = os.environ if environ is None else environ
-        self._target = _display(url) if url else env.get("DOCKER_HOST", "the local engine")
-        started = time.monotonic()
-        try:
-            self.client = client or self._connect(url, env, ssh or SSHOptions(), connect_timeout)
-            info: dict[str, Any] = self.client.info()
-            version: dict[str, Any] = self.client.version()
-        except (docker.errors.DockerException, requests.exceptions.RequestException, TunnelError,
-                OSError) as exc:
-            if self._tunnel is not None:
-                self._tunnel.close()
-            raise self._unavailable(exc, time.monotonic() - started) from exc
+        #: The engine's URL without a password (or where DOCKER_HOST points), for messages.
+        self.target = display_url(url) if url else env.get("DOCKER_HOST", "the local engine")
+        connected = connect(url, env, ssh=ssh or SSHOptions(), timeout=connect_timeout,
+                            target=self.target, named_arch=named_arch, client=client)
+        self.client = connected.client
+        self._tunnel: SSHTunnel | None = connected.tunnel
         self.client.api.timeout = API_TIMEOUT
-        self._inspect(info, version, self._service_pid(url, env))
+        self._inspect(connected.info, connected.version, service_pid(url, env, self._tunnel))
         host = urlsplit(url).hostname if url and not url.startswith("unix:") else None
         self.host_label = host or self.engine_name or socket.gethostname()
         self.publish_address = publish_address or (
@@ -179,58 +152,10 @@ class EngineRunner:
         self.ulimits = podman_ulimits(service_pid) if self.is_podman else None
         self.limits_ignored = self.is_podman and limits_ignored(self.client)
         try:
-            self.engine_arch = Platform.parse(str(info.get("Architecture", "")))
-        except UnknownPlatformError as exc:
+            self.engine_arch = engine_arch(info, self.target, self.named_arch)
+        except RunnerError:
             self.close()
-            raise RunnerError(
-                f"engine {self._target} reports an unknown architecture "
-                f"{info.get('Architecture')!r}"
-            ) from exc
-        named_arch = self.named_arch
-        if named_arch is not None and self.engine_arch.arch_name != named_arch.arch_name:
-            self.close()
-            raise RemoteHostArchMismatch(
-                f"engine {self._target} was named for {named_arch} but reports "
-                f"{info.get('Architecture')} ({self.engine_arch}) as its own architecture, so its "
-                f"results would not be native {named_arch} results. Fix the --arch-host entry: "
-                f"name it {self.engine_arch.arch_name}={self._target}, or point "
-                f"{named_arch.arch_name} at a real {named_arch.arch_name} host."
-            )
-
-    # -- connection ---------------------------------------------------------------------------
-
-    def _connect(
-        self, url: str | None, env: Mapping[str, str], ssh: SSHOptions, timeout: float
-    ) -> docker.DockerClient:
-        if url is None:
-            return docker.DockerClient.from_env(timeout=int(timeout), environment=dict(env))
-        scheme = urlsplit(url).scheme
-        if scheme == "ssh":
-            started = time.monotonic()
-            self._tunnel = SSHTunnel(url, ssh, timeout)
-            # One budget for the SSH handshake and the engine's first answer together.
-            remaining = max(1, int(timeout - (time.monotonic() - started)))
-            return docker.DockerClient(base_url=self._tunnel.url, timeout=remaining)
-        if scheme == "tcp":
-            return docker.DockerClient(base_url=url, tls=tls_from_env(env), timeout=int(timeout))
-        if scheme == "unix":
-            return docker.DockerClient(base_url=url, timeout=int(timeout))
-        raise EngineUnavailable(
-            f"unsupported engine URL {_display(url)!r}; use ssh://user@host[:port], "
-            "tcp://host:port or unix:///path/to/docker.sock"
-        )
-
-    def _service_pid(self, url: str | None, env: Mapping[str, str]) -> int | None:
-        """The engine's pid when it listens on a local unix socket."""
-        target = url or env.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        if self._tunnel is not None or not target.startswith("unix://"):
-            return None
-        return socket_peer_pid(target.removeprefix("unix://"))
-
-    def _unavailable(self, exc: BaseException, elapsed: float) -> MultiarchError:
-        remote = self._tunnel.last_remote_error if self._tunnel is not None else None
-        return unavailable(exc, elapsed, target=self._target, url=self.url,
-                           named_arch=self.named_arch, remote_error=remote)
+            raise
 
     # -- describe -----------------------------------------------------------------------------
 
@@ -242,12 +167,6 @@ class EngineRunner:
         """``emulated`` or ``native on HOST`` for *platform* (default: the one it was made for)."""
         plat = platform or self.platform or self.engine_arch
         return "emulated" if self.is_emulated(plat) else f"native on {self.host_label}"
-
-    def cpu_choice(self, platform: Platform) -> cpu.CpuChoice | None:
-        """The qemu CPU model *platform* runs on here; None when it runs natively."""
-        if not self.is_emulated(platform):
-            return None
-        return cpu.choose(platform, self.cpu_models, self.cpu_source)
 
     def host_cpu(self, image: str, platform: Platform) -> cpu.HostCpu | None:
         """A native engine's CPU, from ``/proc/cpuinfo`` in a tiny container of *image* (by
@@ -267,127 +186,15 @@ class EngineRunner:
         require_digest(image)
         if (image, platform) in self._checked:
             return
-        try:
-            found = self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            try:
-                self._pull(image, platform)
-                found = self.client.images.get(image)
-            except docker.errors.APIError as exc:
-                if "filesystem layer verification failed" in str(exc.explanation or exc):
-                    # the same corrupt blob the static checks report: one failure class for it
-                    raise DigestMismatchError(
-                        f"{self._target} refused a layer of {image} for {platform}: "
-                        f"{exc.explanation or exc}. A blob in the registry does not hash to "
-                        "its digest: push the image again."
-                    ) from exc
-                registry = image.split("/", 1)[0]
-                insecure = (
-                    "this podman service was started by pytest-multiarch with loopback and "
-                    "--multiarch-insecure-registry hosts marked insecure; another plain-HTTP "
-                    "registry needs --multiarch-insecure-registry=HOST."
-                    if self.is_podman and self.managed_registries else
-                    f"podman needs every plain-HTTP registry, loopback too, marked insecure: "
-                    f'[[registry]] location="{registry}" insecure=true in a file under '
-                    "/etc/containers/registries.conf.d/ on the engine's host."
-                    if self.is_podman else
-                    "plain HTTP registries other than 127.0.0.0/8 need insecure-registries in "
-                    "its daemon.json."
-                )
-                raise RunnerError(
-                    f"engine {self._target} could not pull {image} for {platform}: "
-                    f"{exc.explanation or exc}. The engine pulls by itself, so the registry must "
-                    "be reachable from it (a remote host's 127.0.0.1 is its own loopback); "
-                    + insecure
-                ) from exc
-        attrs: dict[str, Any] = found.attrs
-        actual = Platform.from_parts(
-            str(attrs.get("Os") or "linux"), str(attrs.get("Architecture") or ""),
-            str(attrs.get("Variant") or ""),
-        )
-        # Docker 20.10 may store a level variant (v8.2) or drop it: the arch is what it checks.
-        if actual.match_rank(platform) is None and platform.match_rank(actual) is None and not (
-            actual.os == platform.os and actual.architecture == platform.architecture
-            and not attrs.get("Variant")
-        ):
-            raise PlatformMismatchError(
-                f"the engine's copy of {image} is {actual}, not {platform}: the digest names "
-                f"another variant (or an index whose {actual} variant was pulled). Run the "
-                f"{platform} variant by its own manifest digest (the {platform} entry of the "
-                "index), not the index digest or a tag."
-            )
+        ensure_image(self.client, image, platform, target=self.target, podman=self.is_podman,
+                     managed_registries=self.managed_registries)
         self._checked.add((image, platform))
 
-    def _pull(self, image: str, platform: Platform) -> None:
-        """Pull by digest; an error the engine reports inside the progress stream (podman
-        reports them all there; the SDK's images.pull() drops them) raises APIError."""
-        repository, digest = image.rsplit("@", 1)
-        for event in self.client.api.pull(repository, tag=digest,
-                                          platform=platform.engine_platform,
-                                          stream=True, decode=True):
-            error = event.get("error") if isinstance(event, dict) else None
-            if error:
-                raise docker.errors.APIError(str(error), explanation=str(error))
+    def forget_image(self, image: str, platform: Platform) -> None:
+        """Check *image* again at its next use (the engine lost it since)."""
+        self._checked.discard((image, platform))
 
     # -- run ----------------------------------------------------------------------------------
-
-    def _create_kwargs(
-        self, image: str, platform: Platform, argv: tuple[str, ...] | None,
-        env: Mapping[str, str] | None, mem_limit: str | None, cpu_model: str | None = None,
-    ) -> dict[str, Any]:
-        limit = mem_limit or self.mem_limit
-        emulated = self.is_emulated(platform)
-        if self.limits_ignored and emulated:
-            raise memory_limit_refusal(self._target, image, platform)
-        choice = self.cpu_choice(platform)
-        model = choice.model if choice is not None and cpu_model is None else cpu_model
-        kwargs: dict[str, Any] = {
-            "image": image,
-            "platform": platform.engine_platform,  # Docker 20.10 refuses linux/arm64/v8.2
-            "labels": self.session.labels(),
-            "mem_limit": limit,
-            "memswap_limit": limit,  # no swap: a balloon dies at the limit instead of thrashing
-            # qemu-user (through binfmt_misc) takes its CPU model from QEMU_CPU.
-            "environment": {**({"QEMU_CPU": model} if emulated and model else {}), **(env or {})},
-            "detach": True,
-            # An init as PID 1 under emulation: a crashing emulated PID 1 otherwise hangs (the
-            # kernel ignores qemu's re-raised SIGSEGV for init) instead of reporting "uncaught
-            # target signal".  Not natively: docker-init's execvp retries an ENOEXEC binary as a
-            # shell script, which turns a clean "exec format error" into a shell syntax error.
-            # Always under emulation: a qemu that takes SIGILL as PID 1 hangs the container.
-            "init": emulated or bool(self.init),
-        }
-        if platform.engine_platform != str(platform):
-            # A level variant (arm64/v8.2): Docker 20.10 stores the image as linux/arm64/v8.2 and
-            # refuses a container of it for "linux/arm64"; by digest it needs no platform at all.
-            del kwargs["platform"]
-        if argv is not None:
-            kwargs["command"] = list(argv)
-        if self.ulimits is not None:
-            kwargs["ulimits"] = list(self.ulimits)
-        return kwargs
-
-    def _create(self, kwargs: dict[str, Any], image: str, platform: Platform) -> Any:
-        try:
-            try:
-                return self.client.containers.create(**kwargs)
-            except docker.errors.ImageNotFound:
-                # Removed from the engine since we checked it (an `image prune`): pull again.
-                self._checked.discard((image, platform))
-                self.ensure_image(image, platform)
-                return self.client.containers.create(**kwargs)
-        except docker.errors.APIError as exc:
-            text = str(exc.explanation or exc)
-            if "no command specified" in text.lower():
-                raise NoDefaultCommand(
-                    f"{image} on {platform} has no default command (its config has neither "
-                    "Entrypoint nor Cmd); pass one, e.g. multiarch_run(ref, ['uname', '-m']) or "
-                    "--multiarch-smoke-cmd."
-                ) from exc
-            raise RunnerError(
-                f"engine {self._target} could not create a container of {image} for "
-                f"{platform}: {text}"
-            ) from exc
 
     def result(
         self, image: str, platform: Platform, argv: tuple[str, ...], exit_code: int,
@@ -398,37 +205,19 @@ class EngineRunner:
         emulated = self.is_emulated(platform)
         if self.is_podman:
             exit_code = init_exit_code(exit_code, stderr)
-        status = None
-        if emulated and exit_code != 0 and "exec format error" in stderr.lower():
-            status = binfmt.preflight(platform, host=self.engine_arch)  # the state right now
-        extra = {}
-        if emulated and exit_code != 0 and "qemu" in stderr:
-            extra["qemu_version"] = binfmt.qemu_version(platform) or ""
+        status, extra = emulator_facts(platform, host=self.engine_arch, emulated=emulated,
+                                       exit_code=exit_code, stderr=stderr)
         where = self.describe(platform)
         if self.url is not None and emulated:
-            where += f" on {self._target}"
+            where += f" on {self.target}"
         if cpu_model is None:
-            choice = self.cpu_choice(platform)
-            cpu_model = choice.model if choice is not None else ""
+            cpu_model = self.chosen_model(platform)
         if emulated:
             where += f", cpu {cpu_model or 'qemu default'}"
         return RunResult(
             exit_code, stdout, stderr, duration, logs, image, platform, argv, where,
             emulated, oom_killed, mem_limit or self.mem_limit, status, extra, cpu_model,
         )
-
-    def run_timeout_for(self, platform: Platform, timeout: float | None = None) -> float:
-        """*timeout* if given, else this runner's default deadline scaled for *platform*."""
-        return run_deadline(timeout, self.run_timeout,
-                            self.emulation_factor(platform) if self.is_emulated(platform) else 1.0)
-
-    def emulation_factor(self, platform: Platform) -> float:
-        """The measured factor of *platform* (:meth:`set_emulation_factor`), else the default."""
-        return self._factors.get(platform.arch_name, DEFAULT_FACTOR)
-
-    def set_emulation_factor(self, platform: Platform, factor: float) -> None:
-        """Scale default deadlines of *platform* by a measured emulation factor."""
-        self._factors[platform.arch_name] = max(1.0, factor)
 
     def run(
         self,
@@ -453,26 +242,26 @@ class EngineRunner:
         """
         self.ensure_image(image, platform)
         argv = as_argv(cmd) if cmd is not None else None
-        job = _Job(image, platform, argv or (), mem_limit or self.mem_limit,
-                   self.run_timeout_for(platform, timeout), time.monotonic(), cpu_model)
-        container = self._create(
-            self._create_kwargs(image, platform, argv, env, job.limit, cpu_model), image,
+        job = Job(image, platform, argv or (), mem_limit or self.mem_limit,
+                  self.run_timeout_for(platform, timeout), time.monotonic(), cpu_model)
+        container = create_container(
+            self, create_kwargs(self, image, platform, argv, env, job.limit, cpu_model), image,
             platform,
         )
         lost = False
         try:
-            return self._run_created(container, job)
+            return run_created(self, container, job)
         except IllegalInstruction as exc:
-            if cpu_model is not None:  # a run that named its model (the max re-run) says no more
-                raise
-            choice = self.cpu_choice(platform)
-            raise with_max_verdict(exc, self._under_max(
-                image, platform, cmd, env, timeout, job.limit,
-                choice.model if choice is not None else "")) from None
+            raise under_max(
+                exc, platform, asked=cpu_model, ran_on=self.chosen_model(platform),
+                again=lambda newest: self.run(image, platform, cmd, env=env, timeout=timeout,
+                                              mem_limit=job.limit, cpu_model=newest),
+            ) from None
         except ENGINE_LOST as exc:
             lost = True
-            raise self.lost(exc, f"running {short_cmd(job.argv)!r} of {image} on {platform}",
-                            job.started) from exc
+            raise engine_lost(exc, self.target,
+                              f"running {short_cmd(job.argv)!r} of {image} on {platform}",
+                              job.started) from exc
         finally:
             # Never raises: a removal that fails must not hide the run's own result or error.
             # Not tried on a lost engine (a frozen one would hold us for the API timeout): what
@@ -480,110 +269,12 @@ class EngineRunner:
             if not lost:
                 self.remove_quietly(container)
 
-    def _run_created(self, container: Any, job: _Job) -> RunResult:
-        """Attach, start, collect the output until exit or deadline, classify."""
-        # Attached before start, like `docker run`: no output is lost, and stdout and stderr
-        # stay apart while the logs keep their interleaving.  podman creates the runtime's
-        # container on attach, so its start failures show here already.
-        stream: AttachedOutput | None = None
-        try:
-            stream = attach(self.client.api, container.id,
-                            job.started + job.budget + self.kill_grace)
-            container.start()
-        except docker.errors.APIError as exc:
-            if stream is not None:
-                stream.close()
-            return self._start_failure(exc, job.image, job.platform, job.argv, job.started,
-                                       job.limit)
-        timed_out = threading.Event()
-        watchdog = threading.Timer(job.budget, self._kill, (container, timed_out))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            out, err, logs = _collect(stream)
-            status = container.wait(timeout=self.kill_grace)
-        finally:
-            watchdog.cancel()
-            stream.close()
-        exit_code = int(status.get("StatusCode", -1))
-        oom = False
-        if exit_code != 0:
-            container.reload()
-            oom = bool(container.attrs["State"].get("OOMKilled")) or self.kernel_oom(
-                container.id, exit_code)
-        result = self.result(
-            job.image, job.platform, job.argv, exit_code, text_of(out), text_of(err),
-            time.monotonic() - job.started, text_of(logs), oom_killed=oom, mem_limit=job.limit,
-            cpu_model=job.cpu_model,
-        )
-        if timed_out.is_set():
-            raise _timeout_error(result, job.budget)
-        classified = classify(result)
-        if classified is not None:
-            raise classified
-        return result
-
-    def lost(self, exc: BaseException, doing: str, started: float) -> EngineUnavailable:
-        """The error for an engine that stopped answering while *doing* something."""
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return EngineUnavailable(
-            f"engine {self._target} stopped answering while {doing}, after "
-            f"{time.monotonic() - started:.1f}s: {cause}. Its containers may still run there: "
-            "restart the engine; the next session on it removes what this one left."
-        )
-
     def remove_quietly(self, container: Any) -> None:
         """Remove *container* (and its anonymous volumes); never raises."""
         with sigint_deferred(), contextlib.suppress(
             docker.errors.DockerException, requests.exceptions.RequestException, OSError
         ):
             container.remove(force=True, v=True)
-
-    def _under_max(
-        self, image: str, platform: Platform, cmd: Command | None, env: Mapping[str, str] | None,
-        timeout: float | None, limit: str, model: str,
-    ) -> RunResult | None:
-        """The same command once more on qemu's newest model, to prove a SIGILL's cause."""
-        newest = cpu.max_model(platform)
-        if model == newest:
-            return None
-        try:
-            return self.run(image, platform, cmd, env=env, timeout=timeout, mem_limit=limit,
-                            cpu_model=newest)
-        except RunnerError as exc:
-            return RunResult(1, "", str(exc), 0.0, platform=platform)
-
-    @staticmethod
-    def _kill(container: Any, flag: threading.Event) -> None:
-        flag.set()
-        with contextlib.suppress(docker.errors.APIError):
-            container.kill()
-
-    def _start_failure(
-        self, exc: docker.errors.APIError, image: str, platform: Platform,
-        argv: tuple[str, ...], started: float, limit: str,
-    ) -> RunResult:
-        """A container that could not start: a missing command is exit 127; others classify."""
-        text = str(exc.explanation or exc)
-        lowered = text.lower()
-        refused = ulimit_refused(text, self._target, image, platform, self.ulimits)
-        if refused is not None:
-            raise refused from exc
-        if any(marker in lowered for marker in NOT_FOUND_MARKERS):
-            code = 127
-        elif "exec format error" in lowered or "permission denied" in lowered:
-            code = 126
-        else:
-            raise RunnerError(
-                f"engine {self._target} could not start {short_cmd(argv)!r} of {image} for "
-                f"{platform}: {text}"
-            ) from exc
-        result = self.result(image, platform, argv, code, "", text + "\n",
-                             time.monotonic() - started, text + "\n", mem_limit=limit)
-        classified = classify(result)
-        if classified is not None:
-            raise classified from exc
-        return result
 
     # -- long-running containers ------------------------------------------------------------
 
@@ -615,59 +306,14 @@ class EngineRunner:
         self.ensure_image(image, platform)
         argv = as_argv(cmd) if cmd is not None else None
         limit = mem_limit or self.mem_limit
-        kwargs = self._start_kwargs(
-            self._create_kwargs(image, platform, argv, env, limit), ports=ports, name=name,
+        kwargs = start_kwargs(
+            self, create_kwargs(self, image, platform, argv, env, limit), ports=ports, name=name,
             network=network, entrypoint=entrypoint, tmpfs=tmpfs, volumes=volumes,
             network_aliases=network_aliases, labels=labels,
         )
-        started = time.monotonic()
-        container = self._create(kwargs, image, platform)
-        try:
-            if files:
-                container.put_archive("/", tar_of(files))
-            try:
-                container.start()
-            except docker.errors.APIError as exc:
-                result = self._start_failure(exc, image, platform, argv or (), started, limit)
-                raise CommandNotFound(
-                    f"{short_cmd(argv or ())!r} in {image} on {platform}: command not found "
-                    f"({result.stderr.strip()})"
-                ) from exc
-            handle = EngineContainer(self, container, image, platform, argv or (), limit)
-            emulated_init = kwargs.get("init") and self.is_emulated(platform)
-            grace = START_GRACE_EMULATED if emulated_init else START_GRACE
-            handle.check_alive(grace=grace * (PODMAN_GRACE_FACTOR if self.is_podman else 1))
-            return handle
-        except BaseException:
-            self.remove_quietly(container)
-            raise
-
-    def _start_kwargs(
-        self, kwargs: dict[str, Any], *, ports: Sequence[int | str], name: str | None,
-        network: str | None, entrypoint: Command | None, tmpfs: Mapping[str, str] | None,
-        volumes: Mapping[str, Mapping[str, str]] | None, network_aliases: Sequence[str],
-        labels: Mapping[str, str] | None,
-    ) -> dict[str, Any]:
-        """*kwargs* of :meth:`_create_kwargs` plus what only long-running containers use."""
-        kwargs["ports"] = {
-            (str(p) if "/" in str(p) else f"{p}/tcp"): (self.publish_address, None) for p in ports
-        }
-        kwargs["labels"] = {**(labels or {}), **kwargs["labels"]}  # session labels win
-        if name:
-            kwargs["name"] = name
-        if network:
-            kwargs["network"] = network
-            if network_aliases:
-                kwargs["networking_config"] = {
-                    network: self.client.api.create_endpoint_config(aliases=list(network_aliases))
-                }
-        if entrypoint is not None:
-            kwargs["entrypoint"] = list(as_argv(entrypoint))
-        if tmpfs:
-            kwargs["tmpfs"] = dict(tmpfs)
-        if volumes:
-            kwargs["volumes"] = {k: dict(v) for k, v in volumes.items()}
-        return kwargs
+        container = create_container(self, kwargs, image, platform)
+        return launch(self, container, image, platform, argv or (), limit, files=files,
+                      emulated_init=bool(kwargs.get("init")) and self.is_emulated(platform))
 
     def create_network(self, name: str, labels: Mapping[str, str] | None = None) -> str:
         """A labelled bridge network; returns its name.  Removed by :meth:`cleanup`."""
@@ -747,43 +393,3 @@ class EngineRunner:
         if runner is not None:
             runner.close()
 
-    def __enter__(self) -> EngineRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    """One run's fixed facts."""
-
-    image: str
-    platform: Platform
-    argv: tuple[str, ...]
-    limit: str
-    budget: float
-    started: float
-    cpu_model: str | None = None
-
-
-def _collect(stream: AttachedOutput) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """stdout, stderr and both interleaved, until the stream ends."""
-    out: list[bytes] = []
-    err: list[bytes] = []
-    logs: list[bytes] = []
-    for kind, data in stream:
-        (err if kind == 2 else out).append(data)
-        logs.append(data)
-    return out, err, logs
-
-
-def _timeout_error(result: RunResult, budget: float) -> RunTimeout:
-    error = RunTimeout(
-        f"{short_cmd(result.cmd)!r} in {result.image} on {result.platform} ({result.where}) did "
-        f"not finish within {budget:.0f}s and was killed. Under emulation this may just be "
-        "slow: pass timeout=, raise --multiarch-run-timeout (native seconds, scaled by the "
-        "emulation factor) or look for a hang in the logs."
-    )
-    error.logs = result.logs
-    return error

@@ -207,6 +207,14 @@ class LayerApplier:
             return
         if os.path.lexists(dest):
             _remove(dest)
+        if self._make_entry(archive, member, dest, what):
+            self._set_owner_mode_time(dest, member)
+
+    def _make_entry(
+        self, archive: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, what: str
+    ) -> bool:
+        """Create the non-directory *member* at *dest*; whether its owner and mode are to be set
+        (not for a hard link, which shares its source's inode, nor for a skipped member)."""
         if member.isreg():
             self._write_file(archive, member, dest)
         elif member.issym():
@@ -220,12 +228,12 @@ class LayerApplier:
                     "point at in the tree"
                 )
             os.link(source, dest, follow_symlinks=False)
-            return  # a hard link shares the source's inode: owner and mode are already set
+            return False
         elif member.ischr() or member.isblk():
             if not self.is_root:
                 self.stats.skipped_devices += 1
                 self.stats.skipped.append(member.name)
-                return
+                return False
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
             os.mknod(dest, kind | (member.mode & 0o7777), os.makedev(member.devmajor,
                                                                        member.devminor))
@@ -233,8 +241,8 @@ class LayerApplier:
             os.mkfifo(dest, member.mode & 0o7777)
         else:
             self.stats.skipped.append(member.name)
-            return
-        self._set_owner_mode_time(dest, member)
+            return False
+        return True
 
     def _count(self, member: tarfile.TarInfo, what: str) -> None:
         """Count *member* against the limits before anything of it is written."""
