@@ -16,8 +16,7 @@ from typing import Any, TypeAlias
 
 import docker
 
-from pytest_multiarch.checks.errors import CheckError, NotReady
-from pytest_multiarch.errors import CommandFailed, MultiarchError
+from pytest_multiarch.errors import CheckError, CommandFailed, MultiarchError, NotReady
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Session
 from pytest_multiarch.runners.docker.container import EngineContainer
@@ -91,13 +90,26 @@ def ensure_running(container: EngineContainer) -> None:
     )
 
 
+@contextmanager
+def started_on(engine: Engine, session_id: str | None = None) -> Iterator[Started]:
+    """What one check starts on *engine* (see :func:`engine_runner`): a failure leaving the block
+    carries the containers' last log lines, and everything is removed on the way out."""
+    with engine_runner(engine, session_id) as runner, Started(runner) as started:
+        yield started
+
+
 class Started:
-    """The containers and networks one check started: their logs, and removing them again."""
+    """The containers and networks one check started: their logs, and removing them again.
+
+    Leaving it (as a context manager) adds the last log lines to a :class:`MultiarchError` that
+    passes, fills the dicts given to :meth:`keep_logs_in`, then removes everything.
+    """
 
     def __init__(self, runner: EngineRunner) -> None:
         self.runner = runner
         self.containers: list[EngineContainer] = []
         self.networks: list[str] = []
+        self._log_sinks: list[dict[str, str]] = []
 
     def network(self, kind: str, platform: Platform) -> str:
         """A new labelled bridge network for this check; returns its name."""
@@ -117,6 +129,10 @@ class Started:
     def logs(self, tail: int | None = None) -> dict[str, str]:
         """Every container's log (name → text)."""
         return {c.name: c.logs(tail=tail) for c in self.containers}
+
+    def keep_logs_in(self, sink: dict[str, str]) -> None:
+        """Put every container's log into *sink* when the check ends (the containers go then)."""
+        self._log_sinks.append(sink)
 
     def attach_logs(self, exc: MultiarchError) -> None:
         """Add the last log lines of every container to *exc* (its ``logs`` and its notes)."""
@@ -140,5 +156,11 @@ class Started:
     def __enter__(self) -> Started:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if isinstance(exc, MultiarchError):
+                self.attach_logs(exc)
+            for sink in self._log_sinks:
+                sink.update(self.logs())
+        finally:
+            self.remove()

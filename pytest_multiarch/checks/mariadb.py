@@ -19,7 +19,7 @@ from typing import Any
 import pymysql
 
 from pytest_multiarch.checks.engine import Started, ensure_running, labels
-from pytest_multiarch.checks.errors import NotReady
+from pytest_multiarch.errors import NotReady
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Deadline
 from pytest_multiarch.runners.docker.container import EngineContainer

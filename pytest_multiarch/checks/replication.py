@@ -9,7 +9,8 @@
 
 GTID replication (``MASTER_USE_GTID=slave_pos``) is configured through pymysql.  Readiness is
 ``SELECT 1`` and ``SHOW SLAVE STATUS``; catching up is ``MASTER_GTID_WAIT`` on the primary's
-``gtid_binlog_pos``; comparing is ``CHECKSUM TABLE`` and, on a mismatch, the rows by primary key.
+``gtid_binlog_pos``; comparing (:mod:`.consistency`) is ``CHECKSUM TABLE`` and, on a mismatch,
+the rows by primary key.
 No pytest import here.
 """
 
@@ -24,13 +25,8 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from pytest_multiarch.checks import workload
-from pytest_multiarch.checks.engine import Engine, Started, as_platform, engine_runner, time_factor
-from pytest_multiarch.checks.errors import (
-    ReplicationBroken,
-    ReplicationLag,
-    ReplicationRefused,
-)
+from pytest_multiarch.checks import consistency, workload
+from pytest_multiarch.checks.engine import Engine, as_platform, started_on, time_factor
 from pytest_multiarch.checks.mariadb import (
     DEFAULT_MEM_LIMIT,
     Account,
@@ -45,7 +41,11 @@ from pytest_multiarch.checks.verdicts import (
     TableVerdict,
     WorkloadResult,
 )
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import (
+    ReplicationBroken,
+    ReplicationLag,
+    ReplicationRefused,
+)
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Deadline
 
@@ -66,7 +66,6 @@ _REFUSALS = {
     1227: "the user lacks the REPLICATION SLAVE privilege",
     1698: "access denied (no such user, or a wrong password)",
 }
-MAX_ROW_DIFFERENCES = 20
 
 
 class ReplicationPair:
@@ -278,76 +277,15 @@ class ReplicationPair:
 
     # ---- comparison ----
     def tables(self) -> list[str]:
-        rows = self.primary.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-            "ORDER BY table_name",
-            (workload.DATABASE,),
-        )
-        return [str(r[0]) for r in rows]
+        """The workload tables on the primary, by name."""
+        return consistency.workload_tables(self.primary)
 
     def compare_tables(self, tables: Sequence[str] | None = None) -> ReplicationVerdict:
         """CHECKSUM TABLE and row counts on both sides; for a mismatch, the differing rows by
         primary key.  Without *tables*: every table of either side (so extra ones are named)."""
-        position = str(self.primary.query("SELECT @@GLOBAL.gtid_binlog_pos")[0][0] or "")
-        replica_tables = set(self._replica_tables())
-        primary_tables = set(self.tables())
-        wanted = list(tables) if tables is not None else sorted(primary_tables | replica_tables)
-        verdicts = [self._table_verdict(t, t in primary_tables, t in replica_tables)
-                    for t in wanted]
-        return ReplicationVerdict(
-            self.primary.platform, self.replica.platform, position, tuple(verdicts)
-        )
+        return consistency.compare_tables(self.primary, self.replica, tables)
 
     compare = compare_tables
-
-    def _table_verdict(self, table: str, on_primary: bool, on_replica: bool) -> TableVerdict:
-        qualified = f"`{workload.DATABASE}`.`{table}`"
-
-        def facts(server: MariaDBServer, present: bool) -> tuple[int | None, int]:
-            if not present:
-                return None, 0
-            checksum = server.query(f"CHECKSUM TABLE {qualified} EXTENDED")[0][1]
-            return checksum, int(server.query(f"SELECT COUNT(*) FROM {qualified}")[0][0])
-
-        p_sum, p_rows = facts(self.primary, on_primary)
-        r_sum, r_rows = facts(self.replica, on_replica)
-        diffs: tuple[RowDifference, ...] = ()
-        if on_primary and on_replica and (p_sum != r_sum or p_rows != r_rows):
-            diffs = self._row_differences(table)
-        return TableVerdict(table, p_sum, r_sum, p_rows, r_rows, diffs)
-
-    def _replica_tables(self) -> list[str]:
-        rows = self.replica.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-            (workload.DATABASE,),
-        )
-        return [str(r[0]) for r in rows]
-
-    def _row_differences(self, table: str) -> tuple[RowDifference, ...]:
-        sql = f"SELECT * FROM `{workload.DATABASE}`.`{table}` ORDER BY id"
-        primary, columns = _rows_by_key(self.primary, sql)
-        replica, _ = _rows_by_key(self.replica, sql)
-        found: list[RowDifference] = []
-        for key in sorted(primary.keys() | replica.keys()):
-            p, r = primary.get(key), replica.get(key)
-            if p is None or r is None:
-                found.append(
-                    RowDifference(
-                        table,
-                        key,
-                        (("<row>", "present" if p else "absent", "present" if r else "absent"),),
-                    )
-                )
-            elif [_normal(v) for v in p] != [_normal(v) for v in r]:
-                cols = tuple(
-                    (c, a, b)
-                    for c, a, b in zip(columns, p, r, strict=True)
-                    if _normal(a) != _normal(b)
-                )
-                found.append(RowDifference(table, key, cols))
-            if len(found) >= MAX_ROW_DIFFERENCES:
-                break
-        return tuple(found)
 
     def pause_replication(self) -> None:
         """``STOP SLAVE``: the primary keeps writing, the replica falls behind."""
@@ -375,23 +313,6 @@ class ReplicationPair:
         return deadline.elapsed
 
 
-def _rows_by_key(server: MariaDBServer, sql: str) -> tuple[dict[int, tuple[Any, ...]], list[str]]:
-    conn = server.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET time_zone = '+00:00'")
-            cur.execute(sql)
-            columns = [d[0] for d in cur.description]
-            return {int(r[0]): tuple(r) for r in cur.fetchall()}, columns
-    finally:
-        conn.close()
-
-
-def _normal(value: Any) -> Any:
-    """Exact comparison: floats by bit pattern (so -0.0 != 0.0), everything else as is."""
-    return ("float", value.hex()) if isinstance(value, float) else value
-
-
 @contextmanager
 def replication_pair(
     engine: Engine,
@@ -417,33 +338,27 @@ def replication_pair(
     """
     p_plat, r_plat = as_platform(primary_platform), as_platform(replica_platform)
     repl_password = Password.new()
-    with engine_runner(engine, session_id) as runner, Started(runner) as started:
-        pair: ReplicationPair | None = None
-        try:
-            network = started.network("repl", p_plat)
-            repl = [] if refuse_replication_user else [
-                Account(REPL_USER, repl_password, ("REPLICATION SLAVE, REPLICATION CLIENT ON *.*",))
-            ]
-            # Both start at once and are then probed: two emulated start-ups overlap.
-            servers = [
-                start_mariadb(
-                    started, image=image, platform=plat, network=network, alias=alias, role=alias,
-                    mem_limit=mem_limit, time_factor=time_factor(runner, plat, emulation_factor),
-                    server_id=server_id, accounts=accounts, wait=False,
-                )
-                for image, plat, alias, server_id, accounts in (
-                    (primary_image, p_plat, PRIMARY_ALIAS, 1, repl),
-                    (replica_image, r_plat, "replica", 2, []),
-                )
-            ]
-            for server in servers:
-                server.wait_ready()
-            pair = ReplicationPair(servers[0], servers[1], repl_password, seed)
-            pair.start_replication()
-            yield pair
-        except MultiarchError as exc:
-            started.attach_logs(exc)
-            raise
-        finally:
-            if pair is not None:
-                pair.collected_logs.update(started.logs())
+    with started_on(engine, session_id) as started:
+        runner = started.runner
+        network = started.network("repl", p_plat)
+        repl = [] if refuse_replication_user else [
+            Account(REPL_USER, repl_password, ("REPLICATION SLAVE, REPLICATION CLIENT ON *.*",))
+        ]
+        # Both start at once and are then probed: two emulated start-ups overlap.
+        servers = [
+            start_mariadb(
+                started, image=image, platform=plat, network=network, alias=alias, role=alias,
+                mem_limit=mem_limit, time_factor=time_factor(runner, plat, emulation_factor),
+                server_id=server_id, accounts=accounts, wait=False,
+            )
+            for image, plat, alias, server_id, accounts in (
+                (primary_image, p_plat, PRIMARY_ALIAS, 1, repl),
+                (replica_image, r_plat, "replica", 2, []),
+            )
+        ]
+        for server in servers:
+            server.wait_ready()
+        pair = ReplicationPair(servers[0], servers[1], repl_password, seed)
+        started.keep_logs_in(pair.collected_logs)
+        pair.start_replication()
+        yield pair

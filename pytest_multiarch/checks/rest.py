@@ -33,12 +33,11 @@ from pytest_multiarch.checks.engine import (
     Engine,
     Started,
     as_platform,
-    engine_runner,
     ensure_running,
     labels,
+    started_on,
     time_factor,
 )
-from pytest_multiarch.checks.errors import CheckError, NotReady, ServiceUnavailable
 from pytest_multiarch.checks.mariadb import (
     DEFAULT_MEM_LIMIT,
     Account,
@@ -46,7 +45,7 @@ from pytest_multiarch.checks.mariadb import (
     Password,
     start_mariadb,
 )
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import CheckError, NotReady, ServiceUnavailable
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.runners.base import Deadline
 from pytest_multiarch.runners.docker.container import EngineContainer
@@ -219,30 +218,25 @@ def rest_service(
     db_plat = as_platform(db_platform) if db_platform is not None else plat
     spec = _ServiceSpec(service_image, service_port, health_path, env_prefix,
                         dict(extra_env or {}), mem_limit)
-    with engine_runner(engine, session_id) as runner, Started(runner) as started:
-        service: RestService | None = None
+    with started_on(engine, session_id) as started:
+        network = started.network("rest", plat)
+        password = Password.new()
+        database = None
+        if with_database:
+            database = start_mariadb(
+                started, image=db_image, platform=db_plat, network=network, alias=DB_ALIAS,
+                role="db", time_factor=time_factor(started.runner, db_plat, emulation_factor),
+                accounts=[Account("service", password, (f"ALL ON `{DB_NAME}`.*",))],
+                databases=[DB_NAME], mem_limit=db_mem_limit,
+            )
+        service = _start_service(started, spec, plat, network, password, database,
+                                 time_factor(started.runner, plat, emulation_factor))
+        started.keep_logs_in(service.collected_logs)
         try:
-            network = started.network("rest", plat)
-            password = Password.new()
-            database = None
-            if with_database:
-                database = start_mariadb(
-                    started, image=db_image, platform=db_plat, network=network, alias=DB_ALIAS,
-                    role="db", time_factor=time_factor(runner, db_plat, emulation_factor),
-                    accounts=[Account("service", password, (f"ALL ON `{DB_NAME}`.*",))],
-                    databases=[DB_NAME], mem_limit=db_mem_limit,
-                )
-            service = _start_service(started, spec, plat, network, password, database,
-                                     time_factor(runner, plat, emulation_factor))
             service.ready_seconds = _wait_http(service, ready_timeout, require_healthy)
             yield service
-        except MultiarchError as exc:
-            started.attach_logs(exc)
-            raise
         finally:
-            if service is not None:
-                service.collected_logs.update(started.logs())
-                service.session.close()
+            service.session.close()
 
 
 def _start_service(

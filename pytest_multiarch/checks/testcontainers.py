@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_multiarch.errors import (
     MultiarchWarning,
@@ -31,6 +31,9 @@ from pytest_multiarch.errors import (
     UsageError,
 )
 from pytest_multiarch.platforms import Platform
+
+if TYPE_CHECKING:
+    from pytest_multiarch.runners.docker.engine import EngineRunner
 
 _ryuk_said = False
 
@@ -45,10 +48,12 @@ BOUND_ATTR = "_pytest_multiarch_binding"
 class Binding:
     """How one container is to run for one arch; built by the session, applied by :func:`bind`.
 
-    *image* is the variant pinned by digest (``repo@sha256:…``).  *qemu_cpu* is the CPU model
-    qemu-user emulates for the arch (``QEMU_CPU``), when the session has one.  *client* is the
-    Docker SDK client of the arch's engine (local, podman service or remote host); *host* the
-    address its published ports are reached at, when that is not testcontainers' own guess.
+    *image* is the variant pinned by digest (``repo@sha256:…``).  *runner* is the arch's engine
+    runner (local, podman service or remote host): testcontainers is lent its Docker SDK client,
+    the container gets its session labels (so its reaper owns it) and it removes the container.
+    *qemu_cpu* is the CPU model qemu-user emulates for the arch (``QEMU_CPU``), when the session
+    has one; *host* the address published ports are reached at, when that is not
+    testcontainers' own guess.
     """
 
     image: str
@@ -56,11 +61,10 @@ class Binding:
     platform: Platform
     emulated: bool
     mem_limit: str
-    labels: Mapping[str, str]
+    runner: EngineRunner
     timeout_factor: float = 1.0
     qemu_cpu: str | None = None
     ulimits: tuple[Any, ...] | None = None
-    client: Any = None
     host: str | None = None
     where: str = ""
     notes: list[str] = field(default_factory=list)
@@ -115,7 +119,8 @@ def bind(container: Any, binding: Binding) -> Any:
         said.append(f"it asks for platform {asked}; it runs as {plat}, this test's arch")
     container.image = binding.image
     kwargs["platform"] = str(plat)  # by digest: the engine is handed the plain platform
-    kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **binding.labels}
+    # The runner's labels, as on every container it starts itself: the session's win.
+    kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **binding.runner.session.labels()}
     _bind_memory(kwargs, binding, said)
     _bind_init(kwargs, binding, said)
     if binding.emulated and binding.qemu_cpu:
@@ -126,8 +131,7 @@ def bind(container: Any, binding: Binding) -> Any:
         container.env["QEMU_CPU"] = binding.qemu_cpu
     if binding.ulimits is not None and "ulimits" not in kwargs:
         kwargs["ulimits"] = list(binding.ulimits)
-    if binding.client is not None:
-        container._docker.client = _SharedClient(binding.client)
+    container._docker.client = _SharedClient(binding.runner.client)
     if binding.host is not None:
         host = binding.host
         container.get_container_host_ip = lambda: host
@@ -242,8 +246,7 @@ def _ryuk_if_available(binding: Binding) -> Iterator[None]:
     from testcontainers.core.config import testcontainers_config as config
 
     global _ryuk_said
-    if config.ryuk_disabled or binding.client is None or _has_image(binding.client,
-                                                                  config.ryuk_image):
+    if config.ryuk_disabled or _has_image(binding.runner.client, config.ryuk_image):
         yield
         return
     if not _ryuk_said:  # once per process: it is the same for every container
@@ -290,14 +293,12 @@ class _SharedClient:
 
 
 def remove(container: Any) -> None:
-    """Remove *container*'s engine container if it still exists (the user's stop() may have)."""
-    import docker.errors
-
+    """Remove bound *container*'s engine container, through its runner, if it still exists (the
+    user's stop() may have removed it)."""
     created = getattr(container, "_container", None)
-    if created is None:
-        return
-    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-        created.remove(force=True, v=True)
+    binding: Binding | None = getattr(container, BOUND_ATTR, None)
+    if created is not None and binding is not None:
+        binding.runner.remove_quietly(created)
 
 
 def logs(container: Any) -> dict[str, str]:

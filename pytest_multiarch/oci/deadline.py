@@ -19,6 +19,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from pytest_multiarch.errors import RegistryUnreachable
+
 __all__ = ["Deadline", "DeadlineAdapter"]
 
 _current = threading.local()  # the Deadline of the exchange this thread is in
@@ -35,6 +37,13 @@ class Deadline:
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
+
+    def overdue(self, what: str, host: str) -> RegistryUnreachable:
+        """The error to raise for *what* when this deadline cut *host*'s exchange short."""
+        return RegistryUnreachable(
+            f"{what}: {host} did not finish answering within {self.seconds:g} s (the "
+            "overall deadline of one registry request); it is too slow or stalling on purpose"
+        )
 
     def watch(self, conn: HTTPConnection) -> None:
         with self._lock:

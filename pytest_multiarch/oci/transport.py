@@ -1,5 +1,7 @@
 """HTTP to OCI registries (go-containerregistry's ``remote/transport``): schemes and TLS, auth
-challenges and tokens scoped per repository, retries, deadlines and caps on what is read.
+challenges and tokens scoped per repository, retries, deadlines and caps on what is read.  The
+request loop is here; which hosts get plain HTTP is :mod:`.hosts`, answering a 401 (Basic, bearer
+tokens) is :mod:`.tokens`.
 
 Bounds, because a gate talks to registries it does not control:
 
@@ -21,13 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import ipaddress
 import logging
-import re
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 
 import requests
@@ -39,26 +39,19 @@ from pytest_multiarch.errors import (
     RegistryError,
     RegistryUnreachable,
 )
-from pytest_multiarch.oci.auth import (
-    Challenge,
-    Credentials,
-    HeaderAuth,
-    basic_auth,
-    parse_challenges,
-)
-from pytest_multiarch.oci.bodies import error_detail, read_token
+from pytest_multiarch.oci.auth import HeaderAuth
+from pytest_multiarch.oci.bodies import error_detail
 from pytest_multiarch.oci.content import CHUNK
 from pytest_multiarch.oci.deadline import Deadline, DeadlineAdapter
+from pytest_multiarch.oci.hosts import HostPolicy, is_certificate_error, reason
 from pytest_multiarch.oci.reference import Reference
+from pytest_multiarch.oci.tokens import USER_AGENT, Authenticator, CredentialLookup
 
-__all__ = ["RequestStats", "Transport", "is_loopback"]
+__all__ = ["RequestStats", "Transport"]
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "pytest-multiarch"
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-
-CredentialLookup = Callable[[str, bool], "Credentials | None"]
 
 
 @dataclass(slots=True)
@@ -80,22 +73,15 @@ class RequestStats:
         for f in fields(self):
             setattr(self, f.name, 0)
 
-
-def is_loopback(host: str) -> bool:
-    """Whether *host* (``name[:port]`` or ``[v6]:port``) is ``localhost`` or a loopback address."""
-    name = _strip_port(host)
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    def tally(self, kind: str) -> None:
+        """One more answered request of *kind* (``manifest``, ``blob``, ``token`` or other)."""
+        self.requests += 1
+        if kind == "manifest":
+            self.manifest_requests += 1
+        elif kind == "blob":
+            self.blob_requests += 1
+        elif kind == "token":
+            self.token_requests += 1
 
 
 # -- the transport --------------------------------------------------------------------------------
@@ -121,9 +107,7 @@ class Transport:
         max_retry_after: float = 10.0,
         session: requests.Session | None = None,
     ) -> None:
-        self._lookup = credentials
-        self.insecure_registries = tuple(insecure_registries)
-        self.ca_bundle = ca_bundle
+        self.hosts = HostPolicy(tuple(insecure_registries), ca_bundle)
         self.timeout = (connect_timeout, timeout)
         self.deadline = deadline
         self.min_rate = min_rate
@@ -135,11 +119,22 @@ class Transport:
         for prefix in ("http://", "https://"):
             self._session.mount(prefix, DeadlineAdapter())
         self._schemes: dict[str, str] = {}
-        self._auth: dict[tuple[str, str], HeaderAuth] = {}
+        self.auth = Authenticator(
+            credentials=credentials, session=self._session, hosts=self.hosts,
+            timeout=self.timeout, deadline=deadline, on_token=lambda: self.stats.tally("token"),
+        )
         # The deadline of each open response, for reads of its body (which may happen after
         # another exchange in the same thread began: nested layers, a token fetch).
         self._deadlines: weakref.WeakKeyDictionary[requests.Response, Deadline] = (
             weakref.WeakKeyDictionary())
+
+    @property
+    def insecure_registries(self) -> tuple[str, ...]:
+        return self.hosts.insecure_registries
+
+    @property
+    def ca_bundle(self) -> str | None:
+        return self.hosts.ca_bundle
 
     def close(self) -> None:
         self._session.close()
@@ -167,13 +162,13 @@ class Transport:
             with Deadline(self.deadline_for(size)) as deadline:
                 resp = self._send(method, host, f"/v2/{ref.repository}/{path}", what=what,
                                   kind=kind, headers=headers, deadline=deadline,
-                                  auth=self._auth_for(host, ref.repository))
+                                  auth=self.auth.auth_for(host, ref.repository))
                 status = resp.status_code
                 if status == 401 and not authenticated:
                     authenticated = True
                     challenge = resp.headers.get("WWW-Authenticate", "")
                     resp.close()
-                    self._authenticate(ref, challenge, what=what)
+                    self.auth.authenticate(ref, challenge, what=what)
                     continue
                 if status in _RETRY_STATUS and attempt < self.max_retries:
                     delay = self._retry_delay(resp, attempt)
@@ -200,8 +195,8 @@ class Transport:
         self, method: str, host: str, path: str, *, what: str, kind: str,
         headers: Mapping[str, str], auth: HeaderAuth | None, deadline: Deadline,
     ) -> requests.Response:
-        plain_ok = self._plain_http_allowed(host)
-        verify = self._verify(host)
+        plain_ok = self.hosts.plain_http_allowed(host)
+        verify = self.hosts.verify(host)
         schemes = [self._schemes[host]] if host in self._schemes else (
             ["https", "http"] if plain_ok else ["https"]
         )
@@ -216,10 +211,10 @@ class Transport:
                     )
             except requests.exceptions.SSLError as exc:
                 if deadline.expired:
-                    raise self._deadline_error(what, host, deadline) from None
-                if _is_certificate_error(exc) or scheme == schemes[-1]:
+                    raise deadline.overdue(what, host) from None
+                if is_certificate_error(exc) or scheme == schemes[-1]:
                     raise RegistryUnreachable(
-                        f"{what}: TLS with {host} failed ({_reason(exc)}); trust its CA "
+                        f"{what}: TLS with {host} failed ({reason(exc)}); trust its CA "
                         "(ca_bundle=, or REQUESTS_CA_BUNDLE) or list it as an insecure registry"
                     ) from None
                 self.stats.tls_fallbacks += 1
@@ -231,30 +226,23 @@ class Transport:
                 ) from None
             except requests.exceptions.ConnectionError as exc:
                 if deadline.expired:
-                    raise self._deadline_error(what, host, deadline) from None
+                    raise deadline.overdue(what, host) from None
                 if scheme != schemes[-1] and "refused" not in str(exc).lower():
                     self.stats.tls_fallbacks += 1
                     continue
                 raise RegistryUnreachable(
-                    f"{what}: cannot connect to {host} ({_reason(exc)}); is the registry running "
+                    f"{what}: cannot connect to {host} ({reason(exc)}); is the registry running "
                     "and is the address right?"
                 ) from None
             except requests.RequestException as exc:
                 if deadline.expired:
-                    raise self._deadline_error(what, host, deadline) from None
-                raise RegistryError(f"{what}: request to {host} failed ({_reason(exc)})") from None
+                    raise deadline.overdue(what, host) from None
+                raise RegistryError(f"{what}: request to {host} failed ({reason(exc)})") from None
             self._schemes[host] = scheme
-            self._tally(kind)
+            self.stats.tally(kind)
             log.debug("%s %s://%s%s -> %s", method, scheme, host, path, resp.status_code)
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _deadline_error(what: str, host: str, deadline: Deadline) -> RegistryUnreachable:
-        return RegistryUnreachable(
-            f"{what}: {host} did not finish answering within {deadline.seconds:g} s (the "
-            "overall deadline of one registry request); it is too slow or stalling on purpose"
-        )
 
     def read(self, resp: requests.Response, limit: int, *, what: str) -> bytes:
         """*resp*'s body, at most *limit* bytes (more raises); inside :meth:`request`'s block."""
@@ -273,36 +261,11 @@ class Transport:
             yield from resp.iter_content(CHUNK)
         except requests.RequestException as exc:
             if deadline is not None and deadline.expired:
-                raise self._deadline_error(what, host, deadline) from None
-            raise RegistryUnreachable(f"{what}: transfer broke off ({_reason(exc)})") from None
+                raise deadline.overdue(what, host) from None
+            raise RegistryUnreachable(f"{what}: transfer broke off ({reason(exc)})") from None
         # A body without Content-Length ends at EOF, which the watchdog's shutdown also makes.
         if deadline is not None and deadline.expired:
-            raise self._deadline_error(what, host, deadline)
-
-    def _tally(self, kind: str) -> None:
-        self.stats.requests += 1
-        if kind == "manifest":
-            self.stats.manifest_requests += 1
-        elif kind == "blob":
-            self.stats.blob_requests += 1
-        elif kind == "token":
-            self.stats.token_requests += 1
-
-    def _plain_http_allowed(self, host: str) -> bool:
-        return is_loopback(host) or self._is_insecure(host)
-
-    def _verify(self, host: str) -> bool | str:
-        return False if self._is_insecure(host) else (self.ca_bundle or True)
-
-    def _is_insecure(self, host: str) -> bool:
-        name = _strip_port(host)
-        for entry in self.insecure_registries:
-            if entry in (host, name):
-                return True
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(name) in ipaddress.ip_network(entry, strict=False):
-                    return True
-        return False
+            raise deadline.overdue(what, host)
 
     def _retry_delay(self, resp: requests.Response, attempt: int) -> float:
         header = resp.headers.get("Retry-After", "").strip()
@@ -330,7 +293,7 @@ class Transport:
                 f"{host} (skopeo list-tags docker://{ref.name})"
             )
         if status in (401, 403):
-            creds = self._lookup(ref.registry, False) if authenticated else None
+            creds = self.auth.lookup(ref.registry, False) if authenticated else None
             had = f"the credentials from {creds.source}" if creds else "anonymous access"
             verb = "refused" if status == 401 else "denied"
             return AuthenticationError(
@@ -344,103 +307,3 @@ class Transport:
                 f"attempts over {elapsed:.1f} s; try again later"
             )
         return RegistryError(f"{what}: {host} answered HTTP {status}{detail}")
-
-    # -- authentication ------------------------------------------------------------------------
-
-    def _auth_for(self, host: str, repository: str) -> HeaderAuth | None:
-        token = self._auth.get((host, repository))
-        if token is not None and token.expires > time.monotonic():
-            return token
-        return self._auth.get((host, ""))
-
-    def _authenticate(self, ref: Reference, header: str, *, what: str) -> None:
-        host = ref.api_host
-        challenges = {c.scheme: c for c in parse_challenges(header)}
-        if "bearer" in challenges:
-            self._auth[(host, ref.repository)] = self._fetch_token(
-                ref, challenges["bearer"], what=what
-            )
-        elif "basic" in challenges:
-            creds = self._lookup(ref.registry, True)
-            if creds is None:
-                raise AuthenticationError(
-                    f"{what}: {host} requires credentials (Basic) and none are configured for "
-                    f"{ref.registry}; run `docker login {ref.registry}` or pass auth="
-                )
-            self._auth[(host, "")] = basic_auth(creds)
-        else:
-            raise AuthenticationError(
-                f"{what}: {host} answered HTTP 401 without a usable challenge "
-                f"(WWW-Authenticate: {', '.join(challenges)[:200] or 'none'})"
-            )
-
-    def _fetch_token(self, ref: Reference, challenge: Challenge, *, what: str) -> HeaderAuth:
-        realm = challenge.params.get("realm", "")
-        realm_host = realm.split("://", 1)[-1].split("/", 1)[0]
-        if not realm.startswith(("https://", "http://")):
-            raise AuthenticationError(
-                f"{what}: bearer challenge has no usable realm ({realm[:200]!r})")
-        if realm.startswith("http://") and not self._plain_http_allowed(realm_host):
-            raise AuthenticationError(
-                f"{what}: token realm {realm} is plain HTTP on a non-loopback host; refusing to "
-                "send credentials there (list it as an insecure registry if that is intended)"
-            )
-        # Scope per repository: a token for one repository is never sent for another.
-        scope = challenge.params.get("scope") or f"repository:{ref.repository}:pull"
-        params = {"scope": scope}
-        if "service" in challenge.params:
-            params["service"] = challenge.params["service"]
-        creds = self._lookup(ref.registry, False)
-        had = f"the credentials from {creds.source}" if creds else "an anonymous request"
-        with Deadline(self.deadline) as deadline:
-            try:
-                resp = self._token_request(realm, params, creds, self._verify(realm_host))
-            except requests.RequestException as exc:
-                if deadline.expired:
-                    raise self._deadline_error(what, realm_host, deadline) from None
-                raise RegistryUnreachable(
-                    f"{what}: token endpoint {realm} unreachable ({_reason(exc)})"
-                ) from None
-            self._tally("token")
-            with resp:
-                status = resp.status_code
-                if status in (401, 403):
-                    raise AuthenticationError(
-                        f"{what}: token endpoint {realm} refused {had} (HTTP {status}); "
-                        f"log in with `docker login {ref.registry}` or pass credentials for it"
-                    )
-                if status >= 400:
-                    raise RegistryError(f"{what}: token endpoint {realm} answered HTTP {status}")
-                token, problem = read_token(resp, deadline)
-        if token is None:
-            raise AuthenticationError(f"{what}: token endpoint {realm} {problem}")
-        return token
-
-    def _token_request(
-        self, realm: str, params: dict[str, str], creds: Credentials | None, verify: bool | str,
-    ) -> requests.Response:
-        if creds is not None and creds.is_identity_token:
-            return self._session.post(
-                realm, data={**params, "grant_type": "refresh_token",
-                             "refresh_token": creds.secret.reveal(), "client_id": USER_AGENT},
-                timeout=self.timeout, verify=verify, stream=True,
-            )
-        return self._session.get(
-            realm, params=params, auth=basic_auth(creds) if creds else None,
-            timeout=self.timeout, verify=verify, stream=True,
-        )
-
-
-def _is_certificate_error(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "certificate" in text or "hostname" in text
-
-
-def _reason(exc: Exception) -> str:
-    """A short cause without URLs' query strings or headers: ``[Errno 111] Connection refused``."""
-    text = str(exc)
-    match = re.search(r"\[Errno -?\d+\] [^'\")]+", text) or re.search(
-        r"(certificate verify failed[^'\")]*|wrong version number|timed out|read timeout)",
-        text, re.IGNORECASE,
-    )
-    return match.group(0).strip() if match else type(exc).__name__

@@ -44,7 +44,6 @@ def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:
     ref = str(container.image)
     resolved = resolve_variant(state, ref, plat)
     runner: Any = engine_client(state, plat, "multiarch_testcontainer")
-    client = runner.client  # testcontainers drives the Docker SDK client itself
     # Pulled by us, with the platform, and checked to be of it: testcontainers would pull
     # without a platform, and the engine's copy is verified here either way.
     runner.ensure_image(resolved.pinned, plat)
@@ -58,10 +57,10 @@ def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:
     ulimits = getattr(runner, "ulimits", None)
     binding = tc.Binding(
         image=resolved.pinned, digest=resolved.digest, platform=plat, emulated=emulated,
-        mem_limit=state.cfg.mem_limit, labels=runner.session.labels(),
+        mem_limit=state.cfg.mem_limit, runner=runner,
         timeout_factor=emulation_factor(state, ref, plat) if emulated else 1.0,
         qemu_cpu=qemu_cpu_for(state, plat), ulimits=tuple(ulimits) if ulimits is not None else None,
-        client=client, host=remote_host, where=str(runner.describe(plat)),
+        host=remote_host, where=str(runner.describe(plat)),
     )
     return tc.bind(container, binding)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
+from examples import build_example
 
+from pytest_multiarch import ReplicationMismatch, ReplicationRefused
 from pytest_multiarch.checks import workload
-from pytest_multiarch.checks.errors import ReplicationMismatch, ReplicationRefused
 from pytest_multiarch.checks.replication import ReplicationPair, replication_pair
 from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
@@ -24,25 +23,15 @@ from pytest_multiarch.runners.base import LABEL_HOST, LABEL_PID, LABEL_SESSION
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = "127.0.0.1:5000"
 DB_IMAGE = f"{REGISTRY}/example/base-mariadb:bookworm"
-BUILD_TIMEOUT = 60 * 60
 CATCH_UP = 60.0  # native seconds; the library scales them by the replica's emulation factor
 
 
 @pytest.fixture(scope="module")
 def db_images(engine: Any) -> dict[str, str]:
     """Pinned MariaDB variants by arch (the base images are built on first use, then cached)."""
-    done = subprocess.run(
-        [str(ROOT / "example_project" / "images" / "build-base-images"), "--base", "mariadb"],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"example_project/images/build-base-images failed:\n{done.stderr[-3000:]}")
+    build_example("images/build-base-images", "--base", "mariadb")
     source, ref = open_source(DB_IMAGE, insecure_registries=[REGISTRY])
     return {a: resolve(source, ref, Platform.parse(a)).pinned for a in ("amd64", "arm64", "s390x")}
 
@@ -84,29 +73,26 @@ def test_replication_across_arches_loses_nothing(
         assert f"linux/{primary} (primary) -> linux/{replica} (replica)" in verdict.message
 
 
-def test_replica_restarted_mid_workload_catches_up(
-    engine: Any, db_images: dict[str, str], session_id: str
+@pytest.mark.parametrize(
+    ("primary", "replica", "rows", "kill"),
+    [pytest.param("amd64", "arm64", 6000, False, id="restarted"),
+     pytest.param("arm64", "amd64", 3000, True, id="killed")],
+)
+def test_replica_stopped_mid_workload_catches_up(
+    engine: Any, db_images: dict[str, str], session_id: str, primary: str, replica: str,
+    rows: int, kill: bool,
 ) -> None:
-    with _pair(engine, db_images, "amd64", "arm64", session_id) as pair:
+    with _pair(engine, db_images, primary, replica, session_id) as pair:
         restarts: list[float] = []
-        # The restart runs in a thread while the workload goes on writing to the primary.
-        pair.run_workload(6000, batch=100, fault=lambda: restarts.append(pair.restart_replica()))
+        # The restart (SIGTERM, or SIGKILL: a crash) runs in a thread while the workload goes on
+        # writing to the primary.
+        pair.run_workload(
+            rows, batch=100, fault=lambda: restarts.append(pair.restart_replica(kill=kill)))
         assert restarts, "the replica was restarted"
         pair.wait_caught_up(timeout=CATCH_UP)
         verdict = pair.compare()
         assert verdict.ok, verdict.message
-        assert sum(t.replica_rows for t in verdict.tables) == 6000
-
-
-def test_replica_killed_mid_workload_catches_up(
-    engine: Any, db_images: dict[str, str], session_id: str
-) -> None:
-    with _pair(engine, db_images, "arm64", "amd64", session_id) as pair:
-        pair.run_workload(3000, batch=100, fault=lambda: pair.restart_replica(kill=True))
-        pair.wait_caught_up(timeout=CATCH_UP)
-        verdict = pair.compare()
-        assert verdict.ok, verdict.message
-        assert sum(t.replica_rows for t in verdict.tables) == 3000
+        assert sum(t.replica_rows for t in verdict.tables) == rows
 
 
 def test_primary_restart_replication_resumes(
@@ -124,14 +110,14 @@ def test_primary_restart_replication_resumes(
         assert pair.replica_status()["Slave_IO_Running"] == "Yes"
 
 
-def _diverge(pair: ReplicationPair) -> None:
+def _behind_replication(pair: ReplicationPair, *statements: str) -> None:
     """Write to the replica behind replication's back: sql_log_bin=0, straight to its tables."""
     conn = pair.replica.connect(workload.DATABASE)
     try:
         with conn.cursor() as cur:
             cur.execute("SET SESSION sql_log_bin = 0")
-            cur.execute("UPDATE mx_numbers SET d = -d WHERE id = 42")
-            cur.execute("DELETE FROM mx_text WHERE id = 301")
+            for statement in statements:
+                cur.execute(statement)
     finally:
         conn.close()
 
@@ -142,7 +128,8 @@ def test_checksum_mismatch_names_archs_tables_and_rows(
     with _pair(engine, db_images, "arm64", "amd64", session_id) as pair:
         pair.run_workload(600)
         pair.wait_caught_up(timeout=CATCH_UP)
-        _diverge(pair)
+        _behind_replication(pair, "UPDATE mx_numbers SET d = -d WHERE id = 42",
+                            "DELETE FROM mx_text WHERE id = 301")
         verdict = pair.compare()
     assert not verdict.ok
     assert verdict.mismatched_tables == ("mx_numbers", "mx_text")
@@ -192,14 +179,8 @@ def test_compare_is_honest_about_empty_and_extra_tables(
         assert "wrote no rows" in nothing.message
         pair.run_workload(300)
         pair.wait_caught_up(timeout=CATCH_UP)
-        conn = pair.replica.connect(workload.DATABASE)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET SESSION sql_log_bin = 0")
-                cur.execute("CREATE TABLE mx_stray (id INT PRIMARY KEY)")
-                cur.execute("INSERT INTO mx_stray VALUES (1)")
-        finally:
-            conn.close()
+        _behind_replication(pair, "CREATE TABLE mx_stray (id INT PRIMARY KEY)",
+                            "INSERT INTO mx_stray VALUES (1)")
         verdict = pair.compare()
     assert not verdict.ok
     assert verdict.extra_tables == ("mx_stray",)

@@ -7,15 +7,14 @@ bed these tests fail, they do not skip.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
+from examples import build_example
 
-from pytest_multiarch.checks.errors import ResponsesDiffer, ServiceUnavailable
+from pytest_multiarch import ResponsesDiffer, ServiceUnavailable
 from pytest_multiarch.checks.rest import RestService, compare_responses, rest_service
 from pytest_multiarch.oci.resolve import open_source, resolve
 from pytest_multiarch.platforms import Platform
@@ -23,12 +22,10 @@ from pytest_multiarch.runners.base import LABEL_SESSION as SESSION_LABEL
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = "127.0.0.1:5000"
 SERVICE_IMAGE = f"{REGISTRY}/example/offerings:1.0"
 DB_IMAGE = f"{REGISTRY}/example/base-mariadb:bookworm"
 UNAME = {"amd64": "x86_64", "arm64": "aarch64", "s390x": "s390x"}
-BUILD_TIMEOUT = 60 * 60  # a bare machine builds the base images first (minutes per arch)
 
 Pinned = Callable[[str, str], str]
 
@@ -37,15 +34,7 @@ Pinned = Callable[[str, str], str]
 def pinned(engine: Any) -> Pinned:
     """``pinned(image, arch)``: the variant's ``repo@sha256:`` ref, after build.sh made sure the
     example images exist (a no-op when the registry has them from the same sources)."""
-    done = subprocess.run(
-        [str(ROOT / "example_project" / "build.sh")],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"example_project/build.sh failed:\n{done.stderr[-3000:]}")
+    build_example("build.sh")
 
     def pin(image: str, arch: str) -> str:
         source, ref = open_source(image, insecure_registries=[REGISTRY])

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from examples import build_example
 
 from pytest_multiarch.oci.registry import RegistryClient
 from pytest_multiarch.oci.resolve import open_source, resolve
@@ -21,9 +21,7 @@ if TYPE_CHECKING:  # the root conftest; imported for types only, as conftests sh
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 DB_IMAGE = "127.0.0.1:5000/example/base-mariadb:bookworm"
-BUILD_TIMEOUT = 60 * 60
 
 USER_TESTS = '''
 import json
@@ -199,12 +197,7 @@ def test_mysql_module(arch, multiarch_testcontainer):
 
 
 def test_mysql_module_per_arch(pytester: pytest.Pytester, testbed: Testbed) -> None:
-    done = subprocess.run(
-        [str(ROOT / "example_project" / "images" / "build-base-images"), "--base", "mariadb"],
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"example_project/images/build-base-images failed:\n{done.stderr[-3000:]}")
+    build_example("images/build-base-images", "--base", "mariadb")
     pytester.makepyfile(test_db=MYSQL_TESTS.format(db=DB_IMAGE))
     result = pytester.runpytest_subprocess(
         "--arch=amd64,arm64,s390x", "--arch-required", "-p", "no:cacheprovider", "-s",
@@ -267,28 +260,33 @@ def test_bind_gives_the_cpu_model_and_says_when_it_replaces_one(
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
 
-    from pytest_multiarch.checks.testcontainers import Binding, bind
+    from pytest_multiarch.checks.engine import engine_runner
+    from pytest_multiarch.checks.testcontainers import Binding, bind, remove
     from pytest_multiarch.errors import MultiarchWarning
-    from pytest_multiarch.runners.base import Session
 
     image = testbed.pinned("busybox", "linux/arm64")
-    binding = Binding(
-        image=image, digest=image.rsplit("@", 1)[1], platform=Platform.parse("arm64"),
-        emulated=True, mem_limit="256m", labels=Session.new(session_id).labels(),
-        qemu_cpu="cortex-a53", client=engine,
-    )
-    box = DockerContainer(testbed.ref("busybox")).with_command(["uname", "-m"])
-    box.with_env("QEMU_CPU", "max")
-    with pytest.warns(MultiarchWarning, match="QEMU_CPU=max; the session's CPU model cortex-a53"):
-        bind(box, binding)
-    saved = testcontainers_config.ryuk_disabled
-    testcontainers_config.ryuk_disabled = True  # Ryuk's image cannot be pulled here
-    try:
-        with box:
-            created = box.get_wrapped_container()
-            assert created.wait(timeout=120)["StatusCode"] == 0
-            assert box.get_logs()[0].decode().strip() == "aarch64"
-            assert "QEMU_CPU=cortex-a53" in created.attrs["Config"]["Env"]
-            assert created.attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
-    finally:
-        testcontainers_config.ryuk_disabled = saved
+    with engine_runner(engine, session_id) as runner:
+        binding = Binding(
+            image=image, digest=image.rsplit("@", 1)[1], platform=Platform.parse("arm64"),
+            emulated=True, mem_limit="256m", runner=runner, qemu_cpu="cortex-a53",
+        )
+        box = DockerContainer(testbed.ref("busybox")).with_command(["uname", "-m"])
+        box.with_env("QEMU_CPU", "max")
+        with pytest.warns(MultiarchWarning,
+                          match="QEMU_CPU=max; the session's CPU model cortex-a53"):
+            bind(box, binding)
+        saved = testcontainers_config.ryuk_disabled
+        testcontainers_config.ryuk_disabled = True  # Ryuk's image cannot be pulled here
+        try:
+            with box:
+                created = box.get_wrapped_container()
+                assert created.wait(timeout=120)["StatusCode"] == 0
+                assert box.get_logs()[0].decode().strip() == "aarch64"
+                assert "QEMU_CPU=cortex-a53" in created.attrs["Config"]["Env"]
+                assert created.attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
+                # The runner's own labels: its session, owner pid and host (what its reaper reads).
+                labels = created.attrs["Config"]["Labels"]
+                assert runner.session.labels().items() <= labels.items(), labels
+        finally:
+            testcontainers_config.ryuk_disabled = saved
+            remove(box)  # through the runner (the `with` removed it already, normally)

@@ -30,9 +30,9 @@ from pytest_multiarch.oci.content import (
     default_cache_dir,
     digest_of,
 )
+from pytest_multiarch.oci.hosts import is_loopback
 from pytest_multiarch.oci.reference import Reference
 from pytest_multiarch.oci.registry import ACCEPT, RegistryClient
-from pytest_multiarch.oci.transport import is_loopback
 
 D = "sha256:" + "ab" * 32
 DESC = {"mediaType": OCI_MANIFEST, "digest": D, "size": 10}
