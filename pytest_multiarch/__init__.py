@@ -8,6 +8,7 @@ Every failure class a matrix, a report or a test can show is importable from her
 from __future__ import annotations
 
 from pytest_multiarch.errors import (
+    AttestationCheckFailed,
     AuditFailed,
     AuthenticationError,
     CheckError,
@@ -20,6 +21,7 @@ from pytest_multiarch.errors import (
     EngineUnavailable,
     ExecFormatError,
     IllegalInstruction,
+    IndexHygieneFailed,
     InvalidManifestError,
     InvalidReference,
     LoaderMissing,
@@ -30,6 +32,7 @@ from pytest_multiarch.errors import (
     NotFoundError,
     NotReady,
     OutOfMemory,
+    PackageSkewFailed,
     PlatformMismatchError,
     PlatformNotInIndex,
     RegistryError,
@@ -56,6 +59,7 @@ from pytest_multiarch.errors import (
 from pytest_multiarch.platforms import Platform
 
 __all__ = [
+    "AttestationCheckFailed",
     "AuditFailed",
     "AuthenticationError",
     "CheckError",
@@ -68,6 +72,7 @@ __all__ = [
     "EngineUnavailable",
     "ExecFormatError",
     "IllegalInstruction",
+    "IndexHygieneFailed",
     "InvalidManifestError",
     "InvalidReference",
     "LoaderMissing",
@@ -78,6 +83,7 @@ __all__ = [
     "NotFoundError",
     "NotReady",
     "OutOfMemory",
+    "PackageSkewFailed",
     "Platform",
     "PlatformMismatchError",
     "PlatformNotInIndex",

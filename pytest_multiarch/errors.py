@@ -135,6 +135,18 @@ class AuditFailed(MultiarchError):
     """The static audit found binaries that would not run on the variant's platform."""
 
 
+class IndexHygieneFailed(MultiarchError):
+    """The image index is ambiguous or broken (duplicates, shared digests, dangling entries)."""
+
+
+class AttestationCheckFailed(MultiarchError):
+    """A variant's attestations attest another digest, are unreadable, or a required one lacks."""
+
+
+class PackageSkewFailed(MultiarchError):
+    """The variants of one index do not carry the same package versions."""
+
+
 class UnsafeLayerError(MultiarchError):
     """A layer tarball tries to write outside its root (``..``, absolute path, hard link out)."""
 

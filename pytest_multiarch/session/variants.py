@@ -13,7 +13,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_multiarch.errors import MultiarchError
+from pytest_multiarch.errors import (
+    AttestationCheckFailed,
+    IndexHygieneFailed,
+    MultiarchError,
+    PackageSkewFailed,
+)
 from pytest_multiarch.oci.resolve import is_attestation, platform_of
 from pytest_multiarch.platforms import Platform
 from pytest_multiarch.session import images
@@ -25,18 +30,6 @@ if TYPE_CHECKING:
     from pytest_multiarch.session.state import State
 
 CHECKS = ("index", "attestations", "packages")
-
-
-class IndexHygieneFailed(MultiarchError):
-    """The image index is ambiguous or broken (duplicates, shared digests, dangling entries)."""
-
-
-class AttestationCheckFailed(MultiarchError):
-    """A variant's attestations attest another digest, are unreadable, or a required one lacks."""
-
-
-class PackageSkewFailed(MultiarchError):
-    """The variants of one index do not carry the same package versions."""
 
 
 @dataclass(eq=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +44,25 @@ def test_the_package_stays_light() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def _readme_failure_classes() -> list[str]:
+    """The class names in the first column of the README's "Failure classes" table."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Failure classes", 1)[1].split("\n#", 1)[0]
+    names = []
+    for row in section.splitlines():
+        cells = row.split("|")
+        if len(cells) < 3 or "not a class" in cells[2] or set(cells[1].strip()) <= {"-", " "}:
+            continue
+        names += re.findall(r"`([A-Z][A-Za-z]+)`", cells[1])
+    return names
+
+
+def test_every_failure_class_the_readme_lists_is_exported() -> None:
+    names = _readme_failure_classes()
+    assert len(names) > 40, "the README's failure-class table was not found"
+    missing = [n for n in names if n not in pytest_multiarch.__all__]
+    assert not missing, f"listed in README but not exported from pytest_multiarch: {missing}"
+    for name in names:
+        assert issubclass(getattr(pytest_multiarch, name), MultiarchError), name
