@@ -64,7 +64,6 @@ class Binding:
     runner: EngineRunner
     timeout_factor: float = 1.0
     qemu_cpu: str | None = None
-    ulimits: tuple[Any, ...] | None = None
     host: str | None = None
     where: str = ""
     notes: list[str] = field(default_factory=list)
@@ -118,19 +117,23 @@ def bind(container: Any, binding: Binding) -> Any:
     if asked and _platform_of(str(asked)) != plat:
         said.append(f"it asks for platform {asked}; it runs as {plat}, this test's arch")
     container.image = binding.image
-    kwargs["platform"] = str(plat)  # by digest: the engine is handed the plain platform
-    # The runner's labels, as on every container it starts itself: the session's win.
-    kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **binding.runner.session.labels()}
+    # What the runner gives its own containers: the engine's platform name (none at all for a
+    # level variant, which runs by digest), its session labels (they win), init, ulimits.
+    base = binding.runner.container_settings(binding.image, plat)
+    kwargs.pop("platform", None)
+    if "platform" in base:
+        kwargs["platform"] = base["platform"]
+    kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **base["labels"]}
     _bind_memory(kwargs, binding, said)
-    _bind_init(kwargs, binding, said)
+    _bind_init(kwargs, bool(base["init"]), binding, said)
     if binding.emulated and binding.qemu_cpu:
         asked_cpu = container.env.get("QEMU_CPU")
         if asked_cpu and asked_cpu != binding.qemu_cpu:
             said.append(f"it sets QEMU_CPU={asked_cpu}; the session's CPU model "
                         f"{binding.qemu_cpu} for {plat.arch_name} replaces it")
         container.env["QEMU_CPU"] = binding.qemu_cpu
-    if binding.ulimits is not None and "ulimits" not in kwargs:
-        kwargs["ulimits"] = list(binding.ulimits)
+    if "ulimits" in base and "ulimits" not in kwargs:
+        kwargs["ulimits"] = base["ulimits"]
     container._docker.client = _SharedClient(binding.runner.client)
     if binding.host is not None:
         host = binding.host
@@ -168,11 +171,12 @@ def _bind_memory(kwargs: dict[str, Any], binding: Binding, said: list[str]) -> N
     kwargs.setdefault("memswap_limit", kwargs["mem_limit"])
 
 
-def _bind_init(kwargs: dict[str, Any], binding: Binding, said: list[str]) -> None:
-    """An init as PID 1 under emulation: a qemu that gets a fatal signal as PID 1 hangs."""
-    if not binding.emulated:
+def _bind_init(kwargs: dict[str, Any], init: bool, binding: Binding, said: list[str]) -> None:
+    """An init as PID 1 where the runner runs one: always under emulation (a qemu that gets a
+    fatal signal as PID 1 hangs), natively only when asked for."""
+    if not init:
         return  # natively docker-init would turn ENOEXEC into a shell syntax error
-    if kwargs.get("init") is False:
+    if kwargs.get("init") is False and binding.emulated:
         said.append("it asks for init=False; emulated containers run an init as PID 1 (a "
                     "crashing qemu as PID 1 hangs the container instead of exiting)")
     kwargs["init"] = True

@@ -54,12 +54,11 @@ def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:
         from urllib.parse import urlsplit
 
         remote_host = urlsplit(str(url)).hostname
-    ulimits = getattr(runner, "ulimits", None)
     binding = tc.Binding(
         image=resolved.pinned, digest=resolved.digest, platform=plat, emulated=emulated,
         mem_limit=state.cfg.mem_limit, runner=runner,
         timeout_factor=emulation_factor(state, ref, plat) if emulated else 1.0,
-        qemu_cpu=qemu_cpu_for(state, plat), ulimits=tuple(ulimits) if ulimits is not None else None,
+        qemu_cpu=qemu_cpu_for(state, plat),
         host=remote_host, where=str(runner.describe(plat)),
     )
     return tc.bind(container, binding)

@@ -290,3 +290,27 @@ def test_bind_gives_the_cpu_model_and_says_when_it_replaces_one(
         finally:
             testcontainers_config.ryuk_disabled = saved
             remove(box)  # through the runner (the `with` removed it already, normally)
+
+
+def test_bind_hands_the_engine_the_runners_platform_name(engine: Any, session_id: str) -> None:
+    """A level variant (arm64/v8.2) runs by digest with no platform, as the runner's own
+    containers do (Docker 20.10 refuses ``linux/arm64`` for an image stored as v8.2); a plain
+    one gets the engine's ``os/arch``, whatever the container asked for."""
+    from testcontainers.core.container import DockerContainer
+
+    from pytest_multiarch.checks.engine import engine_runner
+    from pytest_multiarch.checks.testcontainers import Binding, bind
+    from pytest_multiarch.errors import MultiarchWarning
+
+    pinned = "127.0.0.1:5000/none@sha256:" + "a" * 64  # bind reads no image
+    with engine_runner(engine, session_id) as runner:
+        for arch, platform in (("arm64/v8.2", None), ("s390x", "linux/s390x")):
+            box = DockerContainer("example/app:1").with_kwargs(platform="linux/amd64")
+            binding = Binding(image=pinned, digest=pinned.rsplit("@", 1)[1],
+                              platform=Platform.parse(arch), emulated=True, mem_limit="256m",
+                              runner=runner)
+            with pytest.warns(MultiarchWarning, match="asks for platform linux/amd64"):
+                bind(box, binding)
+            assert box._kwargs.get("platform") == platform, arch
+            assert box._kwargs["init"] is True
+            assert runner.session.labels().items() <= box._kwargs["labels"].items()

@@ -269,6 +269,11 @@ class EngineRunner(RunnerBase):
             if not lost:
                 self.remove_quietly(container)
 
+    def container_settings(self, image: str, platform: Platform) -> dict[str, Any]:
+        """The ``containers.create()`` arguments of this runner's containers of *image* (labels,
+        platform, memory, init, ``QEMU_CPU``, ulimits), for those other code creates here."""
+        return create_kwargs(self, image, platform, None, None, None)
+
     def remove_quietly(self, container: Any) -> None:
         """Remove *container* (and its anonymous volumes); never raises."""
         with sigint_deferred(), contextlib.suppress(
