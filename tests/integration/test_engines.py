@@ -24,12 +24,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import docker
 import pytest
 from docker.types import Ulimit
+from runner_state import FakeState
 
 from pytest_multiarch.errors import (
     CommandNotFound,
@@ -442,27 +442,6 @@ def test_podman_service_lifecycle_and_a_killed_owner() -> None:
     assert workdir.exists()
     assert reap_stale_services() >= 1
     assert not workdir.exists()
-
-
-class FakeState:
-    """What make_default_runner reads of the plugin's State."""
-
-    def __init__(self, engine: str) -> None:
-        self.cfg = SimpleNamespace(arch_hosts={}, engine=SimpleNamespace(value=engine,
-                                                                          source="option"),
-                                   mem_limit="256m", cache_dir=None,
-                                   run_timeout=SimpleNamespace(value=300.0, source="default"),
-                                   unpack_max_bytes=None, unpack_max_files=None,
-                                   arch_cpus=SimpleNamespace(value={}, source="default"))
-        self.session_id = f"default-{engine}-{os.getpid()}"
-        from pytest_multiarch.runners.factory import EngineSelection
-
-        self.engines = EngineSelection(engine)  # the session holds the engine choice
-
-    def registry(self) -> Any:
-        from pytest_multiarch.oci.registry import RegistryClient
-
-        return RegistryClient(cache=False)
 
 
 def test_engine_podman_starts_one_service_for_the_session_and_stops_it(

@@ -23,6 +23,7 @@ from typing import Any
 
 import docker
 import pytest
+from runner_state import FakeState
 
 from pytest_multiarch.errors import (
     CommandFailed,
@@ -532,28 +533,6 @@ def test_emulation_factor_measured_then_cached(corpus: dict[str, Any], local: En
 
 
 # -- the default runner the plugin asks for --------------------------------------------------
-
-
-class FakeState:
-    """What make_default_runner reads of the plugin's State."""
-
-    def __init__(self, engine: str, arch_hosts: dict[Platform, str], cache: Path) -> None:
-        from types import SimpleNamespace
-
-        self.cfg = SimpleNamespace(arch_hosts=arch_hosts, engine=SimpleNamespace(value=engine),
-                                   mem_limit="256m", cache_dir=cache,
-                                   run_timeout=SimpleNamespace(value=300.0, source="default"),
-                                   unpack_max_bytes=None, unpack_max_files=None,
-                                   arch_cpus=SimpleNamespace(value={}, source="default"))
-        self.session_id = f"default-{os.getpid()}"
-        from pytest_multiarch.runners.factory import EngineSelection
-
-        self.engines = EngineSelection(engine)  # the session holds the engine choice
-
-    def registry(self) -> Any:
-        from pytest_multiarch.oci.registry import RegistryClient
-
-        return RegistryClient(cache=False)
 
 
 def test_make_default_runner(corpus: dict[str, Any], tmp_path: Path) -> None:
