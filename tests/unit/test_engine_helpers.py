@@ -72,9 +72,10 @@ def test_staleness() -> None:
     [({"Created": "2026-11-28T21:15:03.123456789Z"}, 1795900503.123456),
      ({"CreatedAt": "2026-11-28T21:15:03Z"}, 1795900503.0),
      ({"Created": "2026-11-28T22:15:03.5+01:00"}, 1795900503.5),
+     ({"Created": 1795900503}, 1795900503.0),  # a container of a sparse list: epoch seconds
      ({}, 0.0)],
 )
-def testcreated_at(attrs: dict[str, str], expected: float) -> None:
+def test_created_at(attrs: dict[str, object], expected: float) -> None:
     assert created_at(SimpleNamespace(attrs=attrs)) == pytest.approx(expected)
 
 

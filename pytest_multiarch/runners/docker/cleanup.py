@@ -72,7 +72,10 @@ def process_alive(pid: int, since: float) -> bool:
 def created_at(obj: Any) -> float:
     """The engine's creation time of a container, network or volume (epoch s; 0 if unknown)."""
     attrs: dict[str, Any] = obj.attrs
-    text = str(attrs.get("Created") or attrs.get("CreatedAt") or "")
+    created = attrs.get("Created")
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        return float(created)  # a container from a (sparse) list: epoch seconds
+    text = str(created or attrs.get("CreatedAt") or "")
     match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?", text)
     if match is None:
         return 0.0
@@ -101,8 +104,9 @@ def is_stale(labels: Mapping[str, str], created: float, max_age: float, now: flo
 def remove_labelled(client: Any, label: str, wanted: Any) -> int:
     """Remove containers, then networks and volumes, carrying *label* and passing *wanted*."""
     removed = 0
-    # ignore_removed: another session's container may go between the list and its inspect.
-    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+    # sparse: no inspect per container, so none can go between the list and its inspect (Docker
+    # answers 404, which ignore_removed covers; podman 500 "no such container", which it does not).
+    containers = client.containers.list(all=True, filters={"label": label}, sparse=True)
     groups: tuple[tuple[list[Any], dict[str, bool]], ...] = (
         (containers, {"force": True, "v": True}),
         (client.networks.list(filters={"label": label}), {}),
