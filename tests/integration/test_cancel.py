@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
+from labelled import labelled
 
 from pytest_multiarch.runners.base import LABEL_PID
 
@@ -46,12 +46,7 @@ def index_ref(corpus: dict[str, Any]) -> str:
 
 
 def owned_by(pid: int) -> list[str]:
-    client = docker.from_env()
-    try:
-        return [c.name for c in client.containers.list(
-            all=True, filters={"label": f"{LABEL_PID}={pid}"}, ignore_removed=True)]
-    finally:
-        client.close()
+    return labelled(f"{LABEL_PID}={pid}")
 
 
 def start_pytest(tmp_path: Path, body: str, *args: str) -> subprocess.Popen[str]:

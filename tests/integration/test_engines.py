@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import docker
 import pytest
 from docker.types import Ulimit
+from labelled import labelled
 from runner_state import FakeState
 
 from pytest_multiarch.errors import (
@@ -104,15 +105,7 @@ def client_for(url: str | None) -> docker.DockerClient:
 
 def leftovers(url: str | None, session: str) -> list[str]:
     """Names of every container, network and volume labelled with *session*."""
-    client = client_for(url)
-    try:
-        label = {"label": f"{LABEL_SESSION}={session}"}
-        return ([c.name for c in client.containers.list(all=True, filters=label,
-                                                        ignore_removed=True)]
-                + [n.name for n in client.networks.list(filters=label)]
-                + [v.name for v in client.volumes.list(filters=label)])
-    finally:
-        client.close()
+    return labelled(f"{LABEL_SESSION}={session}", url, everything=True)
 
 
 @pytest.fixture(scope="module", params=ENGINES)

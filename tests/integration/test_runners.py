@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
+from labelled import labelled
 from runner_state import FakeState
 
 from pytest_multiarch.errors import (
@@ -71,13 +71,7 @@ def session_id() -> str:
 
 
 def leftovers(label_value: str) -> list[str]:
-    client = docker.from_env()
-    try:
-        # ignore_removed: the run this watches removes its containers meanwhile (NotFound race).
-        return [c.name for c in client.containers.list(
-            all=True, filters={"label": f"{LABEL_SESSION}={label_value}"}, ignore_removed=True)]
-    finally:
-        client.close()
+    return labelled(f"{LABEL_SESSION}={label_value}")
 
 
 @pytest.fixture(scope="module")
