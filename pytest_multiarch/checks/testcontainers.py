@@ -120,9 +120,10 @@ def bind(container: Any, binding: Binding) -> Any:
     # What the runner gives its own containers: the engine's platform name (none at all for a
     # level variant, which runs by digest), its session labels (they win), init, ulimits.
     base = binding.runner.container_settings(binding.image, plat)
-    kwargs.pop("platform", None)
     if "platform" in base:
         kwargs["platform"] = base["platform"]
+    else:
+        kwargs.pop("platform", None)
     kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **base["labels"]}
     _bind_memory(kwargs, binding, said)
     _bind_init(kwargs, bool(base["init"]), binding, said)
