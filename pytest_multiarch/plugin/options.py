@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
+from pytest_multiarch.errors import MultiarchError
 from pytest_multiarch.oci.attestations import KINDS as ATTESTATION_KINDS
 from pytest_multiarch.platforms import valid_names
 from pytest_multiarch.plugin.values import (
@@ -180,8 +181,15 @@ def addoption(parser: pytest.Parser) -> None:
         key.add_to(parser)
 
 
-def _pick(config: pytest.Config, dest: str, env: str, ini: str) -> Sourced[str] | None:
+def _env_name(dest: str) -> str:
+    """The environment variable of option *dest*: ``multiarch_mem_limit`` →
+    ``PYTEST_MULTIARCH_MEM_LIMIT`` (its ini key is *dest* itself)."""
+    return "PYTEST_MULTIARCH_" + dest.removeprefix("multiarch_").upper()
+
+
+def _pick(config: pytest.Config, dest: str) -> Sourced[str] | None:
     """Option beats environment beats ini; empty values do not count, except an empty option."""
+    env, ini = _env_name(dest), dest
     opt = config.getoption(dest)
     if opt is not None:
         return Sourced(str(opt), "option")
@@ -194,7 +202,8 @@ def _pick(config: pytest.Config, dest: str, env: str, ini: str) -> Sourced[str] 
     return None
 
 
-def _bool(config: pytest.Config, dest: str, env: str, ini: str) -> bool:
+def _bool(config: pytest.Config, dest: str) -> bool:
+    env = _env_name(dest)
     if config.getoption(dest):
         return True
     env_value = os.environ.get(env, "").strip().lower()
@@ -204,12 +213,16 @@ def _bool(config: pytest.Config, dest: str, env: str, ini: str) -> bool:
         if env_value in ("0", "false", "no", "off"):
             return False
         raise usage_error(f"{env}={env_value!r}: expected 1/0, true/false, yes/no")
-    return bool(config.getini(ini))
+    return bool(config.getini(dest))
+
+
+def _listed(config: pytest.Config, dest: str, ini: str) -> tuple[str, ...]:
+    """A repeatable option's values, else its ini key's lines."""
+    return tuple(config.getoption(dest) or config.getini(ini))
 
 
 def _parse_cpus(config: pytest.Config) -> Sourced[dict[str, str]]:
     """``--arch-cpu`` beats ``PYTEST_MULTIARCH_ARCH_CPUS`` (comma-separated) beats the ini."""
-    from pytest_multiarch.errors import MultiarchError
     from pytest_multiarch.host import cpu
 
     env = "PYTEST_MULTIARCH_ARCH_CPUS"
@@ -229,12 +242,9 @@ def _parse_cpus(config: pytest.Config) -> Sourced[dict[str, str]]:
 
 def _variant_settings(config: pytest.Config) -> dict[str, Any]:
     """The settings of the index, attestations and packages checks (issue #15)."""
-    expect = _pick(config, "multiarch_expect_platforms", "PYTEST_MULTIARCH_EXPECT_PLATFORMS",
-                   "multiarch_expect_platforms")
-    require = _pick(config, "multiarch_require_attestations",
-                    "PYTEST_MULTIARCH_REQUIRE_ATTESTATIONS", "multiarch_require_attestations")
-    allow = tuple(config.getoption("multiarch_allow_packages")
-                  or config.getini("multiarch_allow_packages"))
+    expect = _pick(config, "multiarch_expect_platforms")
+    require = _pick(config, "multiarch_require_attestations")
+    allow = _listed(config, "multiarch_allow_packages", "multiarch_allow_packages")
     return {
         "expect_platforms_from": parse_expect_platforms(expect) if expect else None,
         "require_attestations_from": parse_attestation_kinds(require) if require else None,
@@ -244,30 +254,20 @@ def _variant_settings(config: pytest.Config) -> dict[str, Any]:
 
 def _unpack_limit(config: pytest.Config, what: str) -> Sourced[int] | None:
     """``--multiarch-unpack-max-bytes`` or ``-files``, validated; None: the runner's default."""
-    raw = _pick(config, f"multiarch_unpack_max_{what}",
-                f"PYTEST_MULTIARCH_UNPACK_MAX_{what.upper()}", f"multiarch_unpack_max_{what}")
+    raw = _pick(config, f"multiarch_unpack_max_{what}")
     return parse_unpack_limit(raw, what) if raw is not None else None
 
 
 def load(config: pytest.Config) -> MultiarchConfig:
     """Resolve and validate every multiarch setting; bad values raise ``pytest.UsageError``."""
-    archs = parse_archs(
-        _pick(config, "multiarch_archs", "PYTEST_MULTIARCH_ARCHS", "multiarch_archs")
-    )
-    host_entries = config.getoption("multiarch_arch_hosts") or list(
-        config.getini("multiarch_arch_hosts")
-    )
-    engine = check_engine(
-        _pick(config, "multiarch_engine", "PYTEST_MULTIARCH_ENGINE", "multiarch_engine")
-        or Sourced("auto", "default")
-    )
-    mem = _pick(config, "multiarch_mem_limit", "PYTEST_MULTIARCH_MEM_LIMIT",
-                "multiarch_mem_limit")
+    archs = parse_archs(_pick(config, "multiarch_archs"))
+    host_entries = _listed(config, "multiarch_arch_hosts", "multiarch_arch_hosts")
+    engine = check_engine(_pick(config, "multiarch_engine") or Sourced("auto", "default"))
+    mem = _pick(config, "multiarch_mem_limit")
     mem_limit = mem.value.strip() if mem else DEFAULT_MEM_LIMIT
     validate_size(mem_limit)
-    run_timeout = parse_run_timeout(_pick(config, "multiarch_run_timeout",
-                                          "PYTEST_MULTIARCH_RUN_TIMEOUT", "multiarch_run_timeout"))
-    images = tuple(config.getoption("multiarch_images") or config.getini("multiarch_images"))
+    run_timeout = parse_run_timeout(_pick(config, "multiarch_run_timeout"))
+    images = _listed(config, "multiarch_images", "multiarch_images")
     for image in images:
         validate_image(image)
     gate_only = bool(config.getoption("multiarch_gate_only"))
@@ -285,21 +285,18 @@ def load(config: pytest.Config) -> MultiarchConfig:
     return MultiarchConfig(
         arch_cpus=_parse_cpus(config),
         archs=archs,
-        arch_required=_bool(config, "multiarch_arch_required", "PYTEST_MULTIARCH_ARCH_REQUIRED",
-                            "multiarch_arch_required"),
+        arch_required=_bool(config, "multiarch_arch_required"),
         images=tuple(i.strip() for i in images),
         arch_hosts=parse_hosts(list(host_entries)),
         engine=engine,
         mem_limit=mem_limit,
         run_timeout=run_timeout,
-        allow_foreign=tuple(config.getoption("multiarch_allow")
-                            or config.getini("multiarch_allow_foreign")),
+        allow_foreign=_listed(config, "multiarch_allow", "multiarch_allow_foreign"),
         smoke_cmd=tuple(split_cmd(smoke)) if smoke else None,
         report_path=Path(report) if report else None,
         baseline_path=Path(baseline) if baseline else None,
         changed_only=changed_only,
-        insecure_registries=tuple(config.getoption("multiarch_insecure")
-                                  or config.getini("multiarch_insecure_registries")),
+        insecure_registries=_listed(config, "multiarch_insecure", "multiarch_insecure_registries"),
         cache_dir=cache_dir,
         reference_arch=reference_arch,
         gate_only=gate_only,

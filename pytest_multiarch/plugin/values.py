@@ -1,7 +1,8 @@
 """Parsers of single option values: text in, a typed value out, or a ``pytest.UsageError``.
 
-Each error names the option, the bad value, where it came from (``option``, ``env NAME``,
-``ini NAME``) and what would be valid.  Which source wins is :mod:`.options`' business.
+Each error names the option, the bad value and what would be valid; a value that may come from
+the environment or an ini key also says which (``option``, ``env NAME``, ``ini NAME``).  Which
+source wins is :mod:`.options`' business.
 """
 
 from __future__ import annotations
@@ -116,15 +117,12 @@ def parse_attestation_kinds(raw: Sourced[str]) -> Sourced[tuple[str, ...]]:
 
 def parse_unpack_limit(raw: Sourced[str], what: str) -> Sourced[int]:
     """The value of ``--multiarch-unpack-max-bytes`` (a size, 64g) or ``-files`` (a count)."""
+    from pytest_multiarch.runners.base import parse_mem_limit
+
     text = raw.value.strip()
     try:
-        if what == "files":
-            value = int(text)
-        else:
-            from docker.utils import parse_bytes
-
-            value = int(parse_bytes(text))
-    except Exception:  # docker's parser raises its own DockerException, int() a ValueError
+        value = int(text) if what == "files" else parse_mem_limit(text)  # the one size parser
+    except (ValueError, MultiarchError):
         value = 0
     if value <= 0:
         example = "2000000" if what == "files" else "a size such as 64g or 500m"
@@ -157,13 +155,13 @@ def validate_size(text: str) -> None:
 
 def validate_image(text: str) -> None:
     """One usage error for a reference that cannot name an image (not one failure per check)."""
-    from pytest_multiarch.oci.layout import LayoutReference
+    from pytest_multiarch.oci.layout import PREFIX, LayoutReference
     from pytest_multiarch.oci.reference import Reference
 
     if not text.strip():
         raise usage_error("--multiarch-image is empty; give a reference like host:5000/app:1.0")
     try:
-        if text.strip().startswith("oci:"):
+        if text.strip().startswith(PREFIX):
             layout = LayoutReference.parse(text.strip())
             if not (Path(layout.path) / "index.json").is_file():
                 raise usage_error(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-
-#: the ``usage_error`` fixture of conftest.py
-ExpectUsageError = Callable[..., pytest.RunResult]
+from plugin_types import ExpectUsageError
 
 
 def test_one_param_per_arch_with_canonical_ids(project: pytest.Pytester) -> None:

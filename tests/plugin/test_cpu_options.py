@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from plugin_types import ExpectUsageError
 
 from pytest_multiarch.host import cpu
 from pytest_multiarch.platforms import Platform
-
-#: the ``usage_error`` fixture of conftest.py
-ExpectUsageError = Callable[..., pytest.RunResult]
 
 
 def test_header_names_each_emulated_arch_model_and_its_caveat(project: pytest.Pytester) -> None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
-
-#: the ``usage_error`` fixture of conftest.py
-ExpectUsageError = Callable[..., pytest.RunResult]
+from plugin_types import ExpectUsageError
 
 
 def test_option_beats_env_beats_ini_and_the_header_says_so(

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-#: the ``usage_error`` fixture of conftest.py
-ExpectUsageError = Callable[..., pytest.RunResult]
+from plugin_types import ExpectUsageError
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from plugin_types import ExpectUsageError
 
 PROJECT = {"test_a": "def test_a(multiarch_config):\n    print(multiarch_config)\n"}
-#: the ``usage_error`` fixture of conftest.py
-ExpectUsageError = Callable[..., pytest.RunResult]
-
 
 def test_option_beats_env_beats_ini_and_the_header_says_which(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
