@@ -124,7 +124,6 @@ def classify(result: RunResult, *, hint: str = "") -> RunnerError | None:
     return error
 
 
-
 def raise_classified(result: RunResult) -> RunResult:
     """*result*, unless it stands for a failure of the runner or emulator (:func:`classify`),
     which is raised instead: what every runner's run() and exec() return."""
@@ -180,12 +179,11 @@ def illegal_instruction(result: RunResult) -> IllegalInstruction:
     return error
 
 
-def with_max_verdict(error: RunnerError, result_under_max: RunResult | None) -> RunnerError:
-    """*error* again, saying whether the same command passed under ``max`` (runners re-run an
-    :class:`IllegalInstruction` there once, to prove the cause)."""
-    if not isinstance(error, IllegalInstruction) or result_under_max is None:
-        return error
-    original = error
+def with_max_verdict(
+    original: IllegalInstruction, result_under_max: RunResult
+) -> IllegalInstruction:
+    """*original* again, saying whether the same command passed under ``max`` (runners re-run
+    an :class:`IllegalInstruction` there once, to prove the cause)."""
     newest = result_under_max.cpu_model or "its default"
     # Rebuild the message from the first run's facts, adding the verdict of the second.
     again = IllegalInstruction(
@@ -234,17 +232,18 @@ def check_runs(result: RunResult, *, ok_codes: Sequence[int] = (0,), hint: str =
 
 
 def under_max(
-    error: IllegalInstruction, platform: Platform, *, asked: str | None, ran_on: str,
-    again: Callable[[str], RunResult],
+    error: IllegalInstruction, platform: Platform, *, emulated: bool, asked: str | None,
+    ran_on: str, again: Callable[[str], RunResult],
 ) -> RunnerError:
     """*error* with the verdict of the same command once more on qemu's newest CPU model.
 
     *again* runs it on the model it is given.  A run that named its model (*asked*: the re-run
-    itself) says no more, nor does one that already ran on the newest (*ran_on*), nor a native
-    run (*ran_on* empty): there is no emulated CPU to swap, the same silicon would answer again.
+    itself) says no more, nor does one that already ran on the newest (*ran_on*; "" is qemu's
+    default model), nor a native run: there is no emulated CPU to swap, the same silicon would
+    answer again.
     """
     newest = cpu.max_model(platform)
-    if asked is not None or not ran_on or ran_on == newest:
+    if not emulated or asked is not None or ran_on == newest:
         return error
     try:
         result = again(newest)

@@ -129,7 +129,7 @@ def test_the_max_verdict_says_whether_the_level_is_the_cause() -> None:
     assert "fails under qemu's newest CPU model (max) too (exit 132)" in str(failed)
 
 
-def test_the_max_rerun_happens_only_for_an_emulated_run_on_a_named_model() -> None:
+def test_the_max_rerun_happens_only_for_an_emulated_run_not_yet_on_max() -> None:
     error = classify(sigill())
     assert isinstance(error, IllegalInstruction)
     reruns: list[str] = []
@@ -139,13 +139,20 @@ def test_the_max_rerun_happens_only_for_an_emulated_run_on_a_named_model() -> No
         return RunResult(0, "", "", 0.1, cpu_model=model)
 
     platform = P("arm64")
-    verdict = under_max(error, platform, asked=None, ran_on="cortex-a72", again=again)
+    verdict = under_max(error, platform, emulated=True, asked=None, ran_on="cortex-a72",
+                        again=again)
     assert reruns == ["max"]
     assert getattr(verdict, "passes_under_max", None) is True
-    # Natively (no model), on the newest already, or as the re-run itself: no second run.
-    for asked, ran_on in ((None, ""), (None, "max"), ("max", "cortex-a72")):
-        assert under_max(error, platform, asked=asked, ran_on=ran_on, again=again) is error
+    # Natively, on the newest already, or as the re-run itself: no second run.
+    for emulated, asked, ran_on in ((False, None, ""), (True, None, "max"),
+                                    (True, "max", "cortex-a72")):
+        assert under_max(error, platform, emulated=emulated, asked=asked, ran_on=ran_on,
+                         again=again) is error
     assert reruns == ["max"]
+    # Emulated on qemu's default model (amd64 has no named default): that is not the newest.
+    amd64 = under_max(error, P("amd64/v3"), emulated=True, asked=None, ran_on="", again=again)
+    assert reruns == ["max", "max"]
+    assert getattr(amd64, "passes_under_max", None) is True
 
 
 def test_armhf_busybox_records_armv7(debian_binaries: dict[tuple[str, str], Path]) -> None:

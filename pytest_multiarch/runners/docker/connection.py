@@ -128,7 +128,7 @@ def unavailable(
     named_arch: Platform | None, remote_error: str | None = None,
 ) -> MultiarchError:
     """The error for an engine at *target* that did not answer within *elapsed* seconds."""
-    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = _first_line(exc)
     if remote_error:
         cause += f" (remote: {remote_error})"
     if named_arch is None:
@@ -157,7 +157,7 @@ def unavailable(
 
 def engine_lost(exc: BaseException, target: str, doing: str, started: float) -> EngineUnavailable:
     """The error for the engine at *target* that stopped answering while *doing* something."""
-    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = _first_line(exc)
     return EngineUnavailable(
         f"engine {target} stopped answering while {doing}, after "
         f"{time.monotonic() - started:.1f}s: {cause}. Its containers may still run there: "
@@ -183,3 +183,9 @@ def engine_arch(info: Mapping[str, Any], target: str, named_arch: Platform | Non
             f"{named_arch.arch_name} at a real {named_arch.arch_name} host."
         )
     return arch
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of *exc*'s message, or its class name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -42,11 +42,10 @@ PODMAN_GRACE_FACTOR = 3.0
 def launch(
     runner: EngineRunner, container: Any, image: str, platform: Platform,
     argv: tuple[str, ...], mem_limit: str, *, files: Mapping[str, bytes] | None,
-    emulated_init: bool,
 ) -> EngineContainer:
     """Start the created *container* (its *files* copied in first) and watch it for a moment;
     removes it and raises :class:`CommandNotFound` / the classified error when its main
-    process cannot start or dies at once (*emulated_init*: behind docker-init under qemu)."""
+    process cannot start or dies at once (an emulated one, behind docker-init, gets longer)."""
     started = time.monotonic()
     try:
         if files:
@@ -60,7 +59,8 @@ def launch(
                 f"({result.stderr.strip()})"
             ) from exc
         handle = EngineContainer(runner, container, image, platform, argv, mem_limit)
-        grace = START_GRACE_EMULATED if emulated_init else START_GRACE
+        # create_kwargs puts every emulated container behind an init.
+        grace = START_GRACE_EMULATED if runner.is_emulated(platform) else START_GRACE
         handle.check_alive(grace=grace * (PODMAN_GRACE_FACTOR if runner.is_podman else 1))
         return handle
     except BaseException:

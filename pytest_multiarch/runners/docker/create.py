@@ -36,8 +36,7 @@ def create_kwargs(
     emulated = runner.is_emulated(platform)
     if runner.limits_ignored and emulated:
         raise memory_limit_refusal(runner.target, image, platform)
-    choice = runner.cpu_choice(platform)
-    model = choice.model if choice is not None and cpu_model is None else cpu_model
+    model = runner.chosen_model(platform) if cpu_model is None else cpu_model
     kwargs: dict[str, Any] = {
         "image": image,
         "platform": platform.engine_platform,  # Docker 20.10 refuses linux/arm64/v8.2

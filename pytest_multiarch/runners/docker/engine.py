@@ -253,7 +253,8 @@ class EngineRunner(RunnerBase):
             return run_created(self, container, job)
         except IllegalInstruction as exc:
             raise under_max(
-                exc, platform, asked=cpu_model, ran_on=self.chosen_model(platform),
+                exc, platform, emulated=self.is_emulated(platform), asked=cpu_model,
+                ran_on=self.chosen_model(platform),
                 again=lambda newest: self.run(image, platform, cmd, env=env, timeout=timeout,
                                               mem_limit=job.limit, cpu_model=newest),
             ) from None
@@ -317,8 +318,7 @@ class EngineRunner(RunnerBase):
             network_aliases=network_aliases, labels=labels,
         )
         container = create_container(self, kwargs, image, platform)
-        return launch(self, container, image, platform, argv or (), limit, files=files,
-                      emulated_init=bool(kwargs.get("init")) and self.is_emulated(platform))
+        return launch(self, container, image, platform, argv or (), limit, files=files)
 
     def create_network(self, name: str, labels: Mapping[str, str] | None = None) -> str:
         """A labelled bridge network; returns its name.  Removed by :meth:`cleanup`."""

@@ -199,7 +199,7 @@ class RootfsRunner(RunnerBase):
             return self._run_in(tree, job, workdir, merged_env)
         except IllegalInstruction as exc:
             raise under_max(
-                exc, platform, asked=cpu_model, ran_on=job.cpu_model,
+                exc, platform, emulated=job.emulated, asked=cpu_model, ran_on=job.cpu_model,
                 again=lambda newest: self.run(image, platform, cmd, env=env, timeout=timeout,
                                               mem_limit=mem_limit, cpu_model=newest),
             ) from None
