@@ -49,23 +49,19 @@ class Binding:
     """How one container is to run for one arch; built by the session, applied by :func:`bind`.
 
     *image* is the variant pinned by digest (``repo@sha256:…``).  *runner* is the arch's engine
-    runner (local, podman service or remote host): testcontainers is lent its Docker SDK client,
-    the container gets its session labels (so its reaper owns it) and it removes the container.
-    *qemu_cpu* is the CPU model qemu-user emulates for the arch (``QEMU_CPU``), when the session
-    has one; *host* the address published ports are reached at, when that is not
-    testcontainers' own guess.
+    runner (local, podman service or remote host): the container gets the settings of the
+    runner's own containers (:meth:`EngineRunner.container_settings`: session labels, memory
+    limit, init, ``QEMU_CPU``, ulimits), testcontainers is lent its Docker SDK client and it
+    removes the container.  *host* is the address published ports are reached at, when that is
+    not testcontainers' own guess.
     """
 
     image: str
     digest: str
     platform: Platform
-    emulated: bool
-    mem_limit: str
     runner: EngineRunner
     timeout_factor: float = 1.0
-    qemu_cpu: str | None = None
     host: str | None = None
-    where: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -120,19 +116,21 @@ def bind(container: Any, binding: Binding) -> Any:
     # What the runner gives its own containers: the engine's platform name (none at all for a
     # level variant, which runs by digest), its session labels (they win), init, ulimits.
     base = binding.runner.container_settings(binding.image, plat)
+    emulated = binding.runner.is_emulated(plat)
     if "platform" in base:
         kwargs["platform"] = base["platform"]
     else:
         kwargs.pop("platform", None)
     kwargs["labels"] = {**dict(kwargs.get("labels") or {}), **base["labels"]}
-    _bind_memory(kwargs, binding, said)
-    _bind_init(kwargs, bool(base["init"]), binding, said)
-    if binding.emulated and binding.qemu_cpu:
+    _bind_memory(kwargs, str(base["mem_limit"]), emulated, said)
+    _bind_init(kwargs, bool(base["init"]), emulated, said)
+    qemu_cpu = base["environment"].get("QEMU_CPU")  # emulated, on a named model
+    if qemu_cpu:
         asked_cpu = container.env.get("QEMU_CPU")
-        if asked_cpu and asked_cpu != binding.qemu_cpu:
+        if asked_cpu and asked_cpu != qemu_cpu:
             said.append(f"it sets QEMU_CPU={asked_cpu}; the session's CPU model "
-                        f"{binding.qemu_cpu} for {plat.arch_name} replaces it")
-        container.env["QEMU_CPU"] = binding.qemu_cpu
+                        f"{qemu_cpu} for {plat.arch_name} replaces it")
+        container.env["QEMU_CPU"] = qemu_cpu
     if "ulimits" in base and "ulimits" not in kwargs:
         kwargs["ulimits"] = base["ulimits"]
     container._docker.client = _SharedClient(binding.runner.client)
@@ -159,25 +157,24 @@ def _platform_of(text: str) -> Platform | None:
         return None
 
 
-def _bind_memory(kwargs: dict[str, Any], binding: Binding, said: list[str]) -> None:
-    """The user's own limit stands; none, or "no limit" under emulation, gets the session's."""
+def _bind_memory(kwargs: dict[str, Any], limit: str, emulated: bool, said: list[str]) -> None:
+    """The user's own limit stands; none, or "no limit" under emulation, gets the runner's."""
     asked = kwargs.get("mem_limit")
     if asked in (None, "", 0, "0"):
-        if asked is not None and binding.emulated:
+        if asked is not None and emulated:
             said.append(f"it asks for no memory limit; emulated containers always get one, "
-                        f"{binding.mem_limit} (an emulated process can balloon to the "
-                        "machine's memory)")
-        kwargs["mem_limit"] = binding.mem_limit
+                        f"{limit} (an emulated process can balloon to the machine's memory)")
+        kwargs["mem_limit"] = limit
     # No swap: a balloon dies at the limit instead of thrashing the machine.
     kwargs.setdefault("memswap_limit", kwargs["mem_limit"])
 
 
-def _bind_init(kwargs: dict[str, Any], init: bool, binding: Binding, said: list[str]) -> None:
+def _bind_init(kwargs: dict[str, Any], init: bool, emulated: bool, said: list[str]) -> None:
     """An init as PID 1 where the runner runs one: always under emulation (a qemu that gets a
     fatal signal as PID 1 hangs), natively only when asked for."""
     if not init:
         return  # natively docker-init would turn ENOEXEC into a shell syntax error
-    if kwargs.get("init") is False and binding.emulated:
+    if kwargs.get("init") is False and emulated:
         said.append("it asks for init=False; emulated containers run an init as PID 1 (a "
                     "crashing qemu as PID 1 hangs the container instead of exiting)")
     kwargs["init"] = True

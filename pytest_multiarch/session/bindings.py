@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 def qemu_cpu_for(state: State, plat: Platform) -> str | None:
     """The CPU model qemu-user emulates for *plat* in this session (``QEMU_CPU``), if one is set.
 
-    The one place a session's CPU model reaches containers started outside our runners
-    (testcontainers) and the pytest-html ``ran`` column; None means qemu's default model.
+    For the pytest-html ``ran`` column (containers, testcontainers' too, take theirs from the
+    runner); None means qemu's default model.
     The session's choice (``State.cpu_choice``, from ``--arch-cpu`` and the platform's level)
     is read when the session makes one.
     """
@@ -55,11 +55,8 @@ def bind_testcontainer(state: State, container: Any, plat: Platform) -> Any:
 
         remote_host = urlsplit(str(url)).hostname
     binding = tc.Binding(
-        image=resolved.pinned, digest=resolved.digest, platform=plat, emulated=emulated,
-        mem_limit=state.cfg.mem_limit, runner=runner,
-        timeout_factor=emulation_factor(state, ref, plat) if emulated else 1.0,
-        qemu_cpu=qemu_cpu_for(state, plat),
-        host=remote_host, where=str(runner.describe(plat)),
+        image=resolved.pinned, digest=resolved.digest, platform=plat, runner=runner,
+        timeout_factor=emulation_factor(state, ref, plat) if emulated else 1.0, host=remote_host,
     )
     return tc.bind(container, binding)
 

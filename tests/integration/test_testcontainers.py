@@ -260,16 +260,17 @@ def test_bind_gives_the_cpu_model_and_says_when_it_replaces_one(
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
 
-    from pytest_multiarch.checks.engine import engine_runner
     from pytest_multiarch.checks.testcontainers import Binding, bind, remove
     from pytest_multiarch.errors import MultiarchWarning
+    from pytest_multiarch.runners.base import Session
+    from pytest_multiarch.runners.docker.engine import EngineRunner
 
     image = testbed.pinned("busybox", "linux/arm64")
-    with engine_runner(engine, session_id) as runner:
-        binding = Binding(
-            image=image, digest=image.rsplit("@", 1)[1], platform=Platform.parse("arm64"),
-            emulated=True, mem_limit="256m", runner=runner, qemu_cpu="cortex-a53",
-        )
+    runner = EngineRunner(client=engine, session=Session.new(session_id), mem_limit="256m",
+                          cpu_models={"arm64": "cortex-a53"}, cpu_source="option")
+    try:
+        binding = Binding(image=image, digest=image.rsplit("@", 1)[1],
+                          platform=Platform.parse("arm64"), runner=runner)
         box = DockerContainer(testbed.ref("busybox")).with_command(["uname", "-m"])
         box.with_env("QEMU_CPU", "max")
         with pytest.warns(MultiarchWarning,
@@ -290,6 +291,8 @@ def test_bind_gives_the_cpu_model_and_says_when_it_replaces_one(
         finally:
             testcontainers_config.ryuk_disabled = saved
             remove(box)  # through the runner (the `with` removed it already, normally)
+    finally:
+        runner.release()
 
 
 def test_bind_hands_the_engine_the_runners_platform_name(engine: Any, session_id: str) -> None:
@@ -307,8 +310,7 @@ def test_bind_hands_the_engine_the_runners_platform_name(engine: Any, session_id
         for arch, platform in (("arm64/v8.2", None), ("s390x", "linux/s390x")):
             box = DockerContainer("example/app:1").with_kwargs(platform="linux/amd64")
             binding = Binding(image=pinned, digest=pinned.rsplit("@", 1)[1],
-                              platform=Platform.parse(arch), emulated=True, mem_limit="256m",
-                              runner=runner)
+                              platform=Platform.parse(arch), runner=runner)
             with pytest.warns(MultiarchWarning, match="asks for platform linux/amd64"):
                 bind(box, binding)
             assert box._kwargs.get("platform") == platform, arch
