@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pytest_multiarch.checks.errors import CheckError, ResponsesDiffer
+from pytest_multiarch.errors import CheckError, ResponsesDiffer
 from pytest_multiarch.platforms import Platform
 
 if TYPE_CHECKING:

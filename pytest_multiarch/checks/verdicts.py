@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_multiarch.checks.errors import ReplicationMismatch
+from pytest_multiarch.errors import ReplicationMismatch
 from pytest_multiarch.platforms import Platform
 
 __all__ = ["CatchUp", "ReplicationVerdict", "RowDifference", "TableVerdict", "WorkloadResult"]

@@ -301,9 +301,9 @@ class Transport:
                 f"`docker login {ref.registry}` or pass credentials for it"
             )
         if status in _RETRY_STATUS:
-            reason = "too many requests" if status == 429 else "server error"
+            cause = "too many requests" if status == 429 else "server error"
             return RegistryError(
-                f"{what}: {host} answered HTTP {status} ({reason}{detail}) on all {attempts} "
+                f"{what}: {host} answered HTTP {status} ({cause}{detail}) on all {attempts} "
                 f"attempts over {elapsed:.1f} s; try again later"
             )
         return RegistryError(f"{what}: {host} answered HTTP {status}{detail}")
