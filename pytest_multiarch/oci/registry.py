@@ -110,12 +110,12 @@ class RegistryClient:
 
     @property
     def insecure_registries(self) -> tuple[str, ...]:
-        return self.transport.insecure_registries
+        return self.transport.hosts.insecure_registries
 
     def __repr__(self) -> str:
         return (
             f"RegistryClient(insecure_registries={list(self.insecure_registries)!r}, "
-            f"ca_bundle={self.transport.ca_bundle!r}, cache={self.cache!r}, "
+            f"ca_bundle={self.transport.hosts.ca_bundle!r}, cache={self.cache!r}, "
             f"auth_hosts={sorted(self._explicit_auth)!r})"
         )
 

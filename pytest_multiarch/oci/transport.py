@@ -128,14 +128,6 @@ class Transport:
         self._deadlines: weakref.WeakKeyDictionary[requests.Response, Deadline] = (
             weakref.WeakKeyDictionary())
 
-    @property
-    def insecure_registries(self) -> tuple[str, ...]:
-        return self.hosts.insecure_registries
-
-    @property
-    def ca_bundle(self) -> str | None:
-        return self.hosts.ca_bundle
-
     def close(self) -> None:
         self._session.close()
 

@@ -90,7 +90,7 @@ class RootfsRunner(RunnerBase):
         if mode not in MODES:
             raise UsageError(f"rootfs mode {mode!r}; valid: {', '.join(MODES)}")
         super().__init__(session=session, mem_limit=mem_limit, run_timeout=run_timeout,
-                         cpu_models=cpu_models, cpu_source=cpu_source)  # as in EngineRunner
+                         cpu_models=cpu_models, cpu_source=cpu_source)
         self.unpack_limits = unpack_limits or UnpackLimits()
         self.registry = registry
         self.cache_dir = cache_dir or default_cache_dir()
